@@ -1,0 +1,133 @@
+// simmim/core/tensor.hpp: compile-time shapes, batched activation tensors and the parameter arena.
+//
+// Shapes of parameters and per-sample activations are template arguments (`Shape<N, D>`), so the
+// compiler knows every extent; only the batch size is a run-time value. Storage is flat and
+// row-major, llm.c style: one arena for all parameter values and one for their gradients.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace simmim {
+
+/// A compile-time shape (row-major extents).
+template <std::size_t... Extents>
+struct Shape {
+    static constexpr std::size_t rank = sizeof...(Extents);
+    static constexpr std::size_t numel = (std::size_t{1} * ... * Extents);
+    static constexpr std::array<std::size_t, rank> dims{Extents...};
+    static std::vector<std::int64_t> as_vector() { return {static_cast<std::int64_t>(Extents)...}; }
+};
+
+/// A batch of per-sample tensors of shape S: (batch, S...), contiguous, owning its storage.
+template <class T, class S>
+class BatchTensor {
+public:
+    using value_type = T;
+    using sample_shape = S;
+    BatchTensor() = default;
+    explicit BatchTensor(std::size_t batch) { resize(batch); }
+    void resize(std::size_t batch) {
+        batch_ = batch;
+        data_.resize(batch * S::numel);
+    }
+    std::size_t batch() const noexcept { return batch_; }
+    std::size_t size() const noexcept { return data_.size(); }
+    T* data() noexcept { return data_.data(); }
+    const T* data() const noexcept { return data_.data(); }
+    T* sample(std::size_t b) noexcept { return data_.data() + b * S::numel; }
+    const T* sample(std::size_t b) const noexcept { return data_.data() + b * S::numel; }
+    T& operator[](std::size_t i) noexcept { return data_[i]; }
+    const T& operator[](std::size_t i) const noexcept { return data_[i]; }
+    std::vector<T>& storage() noexcept { return data_; }
+    const std::vector<T>& storage() const noexcept { return data_; }
+
+private:
+    std::size_t batch_ = 0;
+    std::vector<T> data_;
+};
+
+/// How a parameter is initialised and whether AdamW decays it.
+enum class Init { TruncNormal002, Zeros, Ones };
+
+/// Where a named parameter lives in the arena, with its PyTorch shape.
+struct ParamInfo {
+    std::string name;
+    std::vector<std::int64_t> shape;
+    std::size_t offset = 0;
+    std::size_t size = 0;
+    Init init = Init::Zeros;
+    bool weight_decay = false;  // official groups: no decay on 1-D tensors, biases, tokens, pos embed
+};
+
+template <class T>
+class ParamArena;
+
+/// A typed handle on one parameter of compile-time shape S (valid once the arena is allocated).
+template <class T, class S>
+class Param {
+public:
+    using shape = S;
+    Param() = default;
+    Param(ParamArena<T>* arena, std::size_t offset) : arena_(arena), offset_(offset) {}
+    T* data() const noexcept;
+    T* grad() const noexcept;
+    static constexpr std::size_t numel = S::numel;
+
+private:
+    ParamArena<T>* arena_ = nullptr;
+    std::size_t offset_ = 0;
+};
+
+/// Flat storage for every parameter value and gradient of a model. Layers register their
+/// parameters (name, shape, init, decay) while the model is constructed; then `allocate()`.
+template <class T>
+class ParamArena {
+public:
+    ParamArena() = default;
+    ParamArena(const ParamArena&) = delete;  // Param handles point at their arena
+    ParamArena& operator=(const ParamArena&) = delete;
+
+    template <class S>
+    Param<T, S> add(std::string name, Init init, bool weight_decay) {
+        if (allocated_) throw std::logic_error("ParamArena: add('" + name + "') after allocate()");
+        ParamInfo info{std::move(name), S::as_vector(), total_, S::numel, init, weight_decay};
+        total_ += S::numel;
+        infos_.push_back(std::move(info));
+        return Param<T, S>(this, infos_.back().offset);
+    }
+    void allocate() {
+        values_.assign(total_, T(0));
+        grads_.assign(total_, T(0));
+        allocated_ = true;
+    }
+    std::size_t size() const noexcept { return total_; }
+    const std::vector<ParamInfo>& params() const noexcept { return infos_; }
+    const ParamInfo* find(const std::string& name) const {
+        for (const auto& p : infos_)
+            if (p.name == name) return &p;
+        return nullptr;
+    }
+    T* values() noexcept { return values_.data(); }
+    const T* values() const noexcept { return values_.data(); }
+    T* grads() noexcept { return grads_.data(); }
+    const T* grads() const noexcept { return grads_.data(); }
+    void zero_grad() { std::fill(grads_.begin(), grads_.end(), T(0)); }
+
+private:
+    std::vector<ParamInfo> infos_;
+    std::vector<T> values_, grads_;
+    std::size_t total_ = 0;
+    bool allocated_ = false;
+};
+
+template <class T, class S>
+T* Param<T, S>::data() const noexcept { return arena_->values() + offset_; }
+template <class T, class S>
+T* Param<T, S>::grad() const noexcept { return arena_->grads() + offset_; }
+
+}  // namespace simmim

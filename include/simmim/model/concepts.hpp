@@ -1,0 +1,46 @@
+// simmim/model/concepts.hpp: what a SimMIM model needs of its encoder, head and loss.
+//
+// The op contract, for every part: forward(...) computes outputs from inputs and caches what its
+// backward needs; backward(...) *accumulates* (+=) into parameter gradients held by the ParamArena.
+// Activation gradients handed back to the caller are overwritten unless a comment says otherwise.
+#pragma once
+
+#include <concepts>
+
+#include "simmim/core/config.hpp"
+#include "simmim/core/tensor.hpp"
+
+namespace simmim {
+
+/// Maps an image and a token mask to a (B, L, out_dim) feature map, registering its parameters in the
+/// arena passed to its constructor.
+template <class E>
+concept Encoder = requires(E& e, typename E::scalar_type* out, const typename E::scalar_type* in, int batch) {
+    typename E::scalar_type;
+    { E::config } -> std::convertible_to<ViTConfig>;
+    { E::out_dim } -> std::convertible_to<int>;
+    { E::num_layers } -> std::convertible_to<int>;
+    requires std::constructible_from<E, ParamArena<typename E::scalar_type>&>;
+    e.forward(out, in, in, batch);     // (features, image, mask, B)
+    e.backward(in, out);               // (dfeatures, dimage or null)
+};
+
+/// Maps (B, L, D) features to a (B, C, S, S) prediction.
+template <class Hd>
+concept Head = requires(Hd& h, typename Hd::scalar_type* out, const typename Hd::scalar_type* in, int batch) {
+    typename Hd::scalar_type;
+    requires std::constructible_from<Hd, ParamArena<typename Hd::scalar_type>&>;
+    h.forward(out, in, batch);         // (pred, features, B)
+    h.backward(out, in);               // (dfeatures, dpred)
+};
+
+/// A scalar loss of (pred, target, token mask) with its gradient.
+template <class Ls>
+concept Loss = requires(const Ls& l, typename Ls::scalar_type* out, const typename Ls::scalar_type* in, int batch,
+                        typename Ls::scalar_type scale) {
+    typename Ls::scalar_type;
+    { l.forward(in, in, in, batch) } -> std::convertible_to<typename Ls::scalar_type>;
+    l.backward(out, out, scale, in, in, in, batch);
+};
+
+}  // namespace simmim

@@ -1,0 +1,51 @@
+// simmim/model/linear_head.hpp: the official SimMIM head, Conv2d(D, p*p*C, 1) then PixelShuffle(p).
+//
+// On token rows a 1x1 conv is a Linear (B*L, D) -> (B*L, p*p*C); PixelShuffle is ops::unpatchify.
+#pragma once
+
+#include <cstddef>
+
+#include "simmim/core/config.hpp"
+#include "simmim/core/tensor.hpp"
+#include "simmim/ops/linear.hpp"
+#include "simmim/ops/patch.hpp"
+
+namespace simmim {
+
+template <class T, ViTConfig C>
+class LinearHead {
+public:
+    using scalar_type = T;
+    static constexpr int D = C.embed_dim, L = C.num_patches(), p = C.patch_size, Cin = C.in_chans, S = C.image_size;
+    static constexpr int P = C.patch_dim();
+
+    explicit LinearHead(ParamArena<T>& arena)
+        : weight(arena.template add<Shape<P, D, 1, 1>>("decoder.0.weight", Init::TruncNormal002, true)),
+          bias(arena.template add<Shape<P>>("decoder.0.bias", Init::Zeros, false)) {}
+
+    /// pred (B, C, S, S) from features (B, L, D).
+    void forward(T* pred, const T* features, int B) {
+        features_ = features;
+        batch_ = B;
+        rows_.resize(B);
+        ops::linear_forward(rows_.data(), features, weight.data(), bias.data(), static_cast<std::ptrdiff_t>(B) * L, D, P);
+        ops::unpatchify(pred, rows_.data(), B, Cin, S, p);
+    }
+    /// Accumulates parameter gradients; writes dfeatures (B, L, D) (overwrites).
+    void backward(T* dfeatures, const T* dpred) {
+        ops::patchify(rows_.data(), dpred, batch_, Cin, S, p);  // rows_ now holds d rows
+        const std::ptrdiff_t M = static_cast<std::ptrdiff_t>(batch_) * L;
+        std::fill_n(dfeatures, M * D, T(0));
+        ops::linear_backward(dfeatures, weight.grad(), bias.grad(), rows_.data(), features_, weight.data(), M, D, P);
+    }
+
+    Param<T, Shape<P, D, 1, 1>> weight;
+    Param<T, Shape<P>> bias;
+
+private:
+    const T* features_ = nullptr;  // (B, L, D), owned by the model, alive until backward
+    int batch_ = 0;
+    BatchTensor<T, Shape<L, P>> rows_;  // (B, L, p*p*C)
+};
+
+}  // namespace simmim

@@ -1,0 +1,23 @@
+// simmim/model/masked_l1_loss.hpp: the official loss as a model part (see ops/masked_l1.hpp).
+#pragma once
+
+#include "simmim/core/config.hpp"
+#include "simmim/ops/masked_l1.hpp"
+
+namespace simmim {
+
+template <class T, ViTConfig C>
+struct MaskedL1Loss {
+    using scalar_type = T;
+    static constexpr int Cin = C.in_chans, S = C.image_size, p = C.patch_size;
+    /// pred, target: (B, C, S, S); mask: (B, L) token grid, 1 = masked.
+    T forward(const T* pred, const T* target, const T* mask, int B) const {
+        return ops::masked_l1_forward(pred, target, mask, B, Cin, S, p);
+    }
+    /// Accumulates dloss * d/dpred into dpred, and d/dtarget into dtarget when not null.
+    void backward(T* dpred, T* dtarget, T dloss, const T* pred, const T* target, const T* mask, int B) const {
+        ops::masked_l1_backward(dpred, dtarget, dloss, pred, target, mask, B, Cin, S, p);
+    }
+};
+
+}  // namespace simmim

@@ -1,0 +1,123 @@
+// simmim/model/simmim_model.hpp: a SimMIM model composed from an encoder, a head, a loss and a
+// masking policy; it owns the parameter arena all parts register into.
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "simmim/core/random.hpp"
+#include "simmim/core/tensor.hpp"
+#include "simmim/masking/masking.hpp"
+#include "simmim/model/concepts.hpp"
+#include "simmim/model/linear_head.hpp"
+#include "simmim/model/masked_l1_loss.hpp"
+#include "simmim/model/vit_encoder.hpp"
+
+namespace simmim {
+
+template <Encoder Enc, Head Hd, Loss Ls, MaskingPolicy Mask>
+class SimMIM {
+public:
+    using scalar_type = typename Enc::scalar_type;
+    using T = scalar_type;
+    static_assert(std::is_same_v<T, typename Hd::scalar_type> && std::is_same_v<T, typename Ls::scalar_type>,
+                  "simmim: encoder, head and loss must use the same scalar type");
+    static constexpr ViTConfig config = Enc::config;
+    static constexpr int S = config.image_size, Cin = config.in_chans, L = config.num_patches(), D = Enc::out_dim;
+    static constexpr int token_grid = config.grid();
+    static constexpr std::size_t image_numel = static_cast<std::size_t>(config.image_numel());
+
+    /// Builds the parts and initialises the parameters from `seed` (see init()).
+    explicit SimMIM(Mask masking, std::uint64_t seed = 0)
+        : encoder_(arena_), head_(arena_), masking_(std::move(masking)) {
+        if (masking_.token_grid() != token_grid)
+            throw std::invalid_argument("SimMIM: masking policy token grid " + std::to_string(masking_.token_grid()) +
+                                        " does not match the encoder's " + std::to_string(token_grid));
+        arena_.allocate();
+        init(seed);
+    }
+    SimMIM(const SimMIM&) = delete;
+    SimMIM& operator=(const SimMIM&) = delete;
+
+    /// Truncated normal (std 0.02, cut at +-2) for weights and tokens, zero biases, LayerNorm 1 / 0.
+    /// Parameter k draws from Rng(derive_seed(seed, k)): reproducible and independent of thread count.
+    void init(std::uint64_t seed) {
+        const auto& ps = arena_.params();
+        for (std::size_t k = 0; k < ps.size(); ++k) {
+            T* v = arena_.values() + ps[k].offset;
+            Rng rng(derive_seed(seed, k));
+            for (std::size_t i = 0; i < ps[k].size; ++i) {
+                switch (ps[k].init) {
+                    case Init::TruncNormal002: v[i] = T(rng.truncated_normal(0.02, -2.0, 2.0)); break;
+                    case Init::Zeros: v[i] = T(0); break;
+                    case Init::Ones: v[i] = T(1); break;
+                }
+            }
+        }
+        arena_.zero_grad();
+    }
+
+    /// Loss of a batch: images (B, C, S, S) normalised, mask (B, h, w) at the token grid, 1 = masked.
+    /// Keeps what backward() needs; pred() holds the head output for every pixel.
+    T forward(const T* images, const T* mask, int B) {
+        if (B <= 0) throw std::invalid_argument("SimMIM::forward: batch must be positive");
+        batch_ = B;
+        images_ = images;
+        mask_.assign(mask, mask + static_cast<std::ptrdiff_t>(B) * L);
+        features_.resize(static_cast<std::size_t>(B) * L * D);
+        pred_.resize(static_cast<std::size_t>(B) * image_numel);
+        encoder_.forward(features_.data(), images, mask_.data(), B);
+        head_.forward(pred_.data(), features_.data(), B);
+        loss_ = loss_fn_.forward(pred_.data(), images, mask_.data(), B);
+        return loss_;
+    }
+
+    /// Accumulates d loss / d parameter into the arena's gradients (call zero_grad() first for a fresh
+    /// step). If dimages is not null, accumulates d loss / d images into it (B, C, S, S).
+    void backward(T* dimages = nullptr) {
+        const std::size_t B = static_cast<std::size_t>(batch_);
+        dpred_.assign(B * image_numel, T(0));
+        loss_fn_.backward(dpred_.data(), dimages, T(1), pred_.data(), images_, mask_.data(), batch_);
+        dfeatures_.resize(B * L * D);
+        head_.backward(dfeatures_.data(), dpred_.data());
+        encoder_.backward(dfeatures_.data(), dimages);
+    }
+
+    /// Draw a batch of masks with the model's masking policy: mask (B, h, w).
+    void draw_mask(std::uint64_t seed, std::int64_t step, int B, T* mask) const { masking_.generate(seed, step, B, mask); }
+
+    void zero_grad() { arena_.zero_grad(); }
+    ParamArena<T>& params() noexcept { return arena_; }
+    const ParamArena<T>& params() const noexcept { return arena_; }
+    const std::vector<T>& pred() const noexcept { return pred_; }      // (B, C, S, S)
+    const std::vector<T>& mask() const noexcept { return mask_; }      // (B, h, w)
+    T loss() const noexcept { return loss_; }
+    Enc& encoder() noexcept { return encoder_; }
+    Hd& head() noexcept { return head_; }
+    const Mask& masking() const noexcept { return masking_; }
+
+private:
+    ParamArena<T> arena_;  // declared first: parts register into it while constructed
+    Enc encoder_;
+    Hd head_;
+    Ls loss_fn_;
+    Mask masking_;
+    int batch_ = 0;
+    const T* images_ = nullptr;
+    std::vector<T> mask_, features_, pred_, dpred_, dfeatures_;
+    T loss_ = 0;
+};
+
+/// The ViT SimMIM model of the core: common-form ViT, linear head, masked L1, official random masking.
+template <class T, ViTConfig C>
+using ViTSimMIM = SimMIM<ViTEncoder<T, C>, LinearHead<T, C>, MaskedL1Loss<T, C>, RandomMaskPatch>;
+
+/// The official masking policy with the configuration's defaults.
+template <ViTConfig C>
+RandomMaskPatch default_masking() {
+    return RandomMaskPatch(C.image_size, C.mask_patch_size, C.patch_size, C.mask_ratio);
+}
+
+}  // namespace simmim

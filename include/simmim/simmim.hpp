@@ -1,0 +1,8 @@
+// simmim/simmim.hpp: umbrella header of the simmim library (model, masking, optimizer, I/O).
+#pragma once
+
+#include "simmim/core/config.hpp"
+#include "simmim/core/random.hpp"
+#include "simmim/core/tensor.hpp"
+#include "simmim/masking/masking.hpp"
+#include "simmim/model/simmim_model.hpp"
