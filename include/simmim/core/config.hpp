@@ -3,6 +3,7 @@
 
 #include <array>
 #include <string_view>
+#include <utility>
 
 namespace simmim {
 
@@ -62,5 +63,21 @@ inline constexpr std::array<Named, 6> all{{{"vit-t4-32", vit_t4_32},
                                            {"vit-b16-224", vit_b16_224},
                                            {"vit-tiny-test", vit_tiny_test}}};
 }  // namespace presets
+
+}  // namespace simmim
+
+namespace simmim {
+
+/// Calls f.template operator()<Config>() for the preset called `name`; returns false if there is none.
+/// Instantiates f for every preset, so a binary that dispatches offers all of them.
+template <class F>
+bool dispatch_preset(std::string_view name, F&& f) {
+    bool found = false;
+    auto visit = [&]<std::size_t... I>(std::index_sequence<I...>) {
+        ((name == presets::all[I].name ? (f.template operator()<presets::all[I].config>(), found = true) : false), ...);
+    };
+    visit(std::make_index_sequence<presets::all.size()>{});
+    return found;
+}
 
 }  // namespace simmim

@@ -1,6 +1,7 @@
 // simmim/ops/layernorm.hpp: LayerNorm over the last dimension (biased variance, eps inside sqrt).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <vector>
@@ -29,14 +30,19 @@ void layernorm_forward(T* out, T* mean, T* rstd, const T* in, const T* weight, c
 }
 
 /// Accumulates din (M, D), dweight (D) and dbias (D) from dout (M, D).
+/// dweight and dbias are summed over a fixed number of row chunks in a fixed order, so the result is
+/// bit-identical whatever the thread count and scheduling.
 template <class T>
 void layernorm_backward(T* din, T* dweight, T* dbias, const T* dout, const T* in, const T* mean, const T* rstd,
                         const T* weight, std::ptrdiff_t M, std::ptrdiff_t D) {
-#pragma omp parallel
-    {
-        std::vector<T> dw(D, T(0)), db(D, T(0));
-#pragma omp for schedule(static)
-        for (std::ptrdiff_t r = 0; r < M; ++r) {
+    constexpr std::ptrdiff_t kChunks = 32;
+    const std::ptrdiff_t chunks = std::min(kChunks, M);
+    std::vector<T> partial(static_cast<std::size_t>(chunks) * 2 * D, T(0));  // (chunks, 2, D): dw, db
+#pragma omp parallel for schedule(static)
+    for (std::ptrdiff_t ch = 0; ch < chunks; ++ch) {
+        T* dw = partial.data() + ch * 2 * D;
+        T* db = dw + D;
+        for (std::ptrdiff_t r = ch * M / chunks; r < (ch + 1) * M / chunks; ++r) {
             const T* x = in + r * D;
             const T* dy = dout + r * D;
             T* dx = din + r * D;
@@ -57,12 +63,12 @@ void layernorm_backward(T* din, T* dweight, T* dbias, const T* dout, const T* in
                 dx[i] += (dy[i] * weight[i] - sum_dn - xhat * sum_dn_xhat) * s;
             }
         }
-#pragma omp critical(simmim_layernorm_backward)
-        for (std::ptrdiff_t i = 0; i < D; ++i) {
-            dweight[i] += dw[i];
-            dbias[i] += db[i];
-        }
     }
+    for (std::ptrdiff_t ch = 0; ch < chunks; ++ch)
+        for (std::ptrdiff_t i = 0; i < D; ++i) {
+            dweight[i] += partial[ch * 2 * D + i];
+            dbias[i] += partial[ch * 2 * D + D + i];
+        }
 }
 
 }  // namespace simmim::ops

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstddef>
+#include <vector>
 
 namespace simmim::ops {
 
@@ -20,8 +21,8 @@ T masked_l1_forward(const T* pred, const T* target, const T* mask, int B, int C,
     double mask_sum = 0;
     for (std::ptrdiff_t i = 0; i < static_cast<std::ptrdiff_t>(B) * g * g; ++i) mask_sum += double(mask[i]);
     mask_sum *= double(p) * p;
-    T total = 0;
-#pragma omp parallel for collapse(2) reduction(+ : total) schedule(static)
+    std::vector<T> partial(static_cast<std::size_t>(B) * C);  // (B, C), summed in order: deterministic
+#pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; ++b)
         for (int c = 0; c < C; ++c) {
             T acc = 0;
@@ -30,8 +31,10 @@ T masked_l1_forward(const T* pred, const T* target, const T* mask, int B, int C,
                 const std::ptrdiff_t base = ((static_cast<std::ptrdiff_t>(b) * C + c) * S + y) * S;
                 for (int x = 0; x < S; ++x) acc += std::abs(target[base + x] - pred[base + x]) * m[x / p];
             }
-            total += acc;
+            partial[static_cast<std::size_t>(b) * C + c] = acc;
         }
+    T total = 0;
+    for (const T v : partial) total += v;
     return total / (T(mask_sum) + T(1e-5)) / T(C);
 }
 

@@ -60,6 +60,8 @@ public:
     void set_steps(std::int64_t t) noexcept { t_ = t; }
     std::vector<T>& exp_avg() noexcept { return m_; }
     std::vector<T>& exp_avg_sq() noexcept { return v_; }
+    const std::vector<T>& exp_avg() const noexcept { return m_; }
+    const std::vector<T>& exp_avg_sq() const noexcept { return v_; }
     const AdamWConfig& config() const noexcept { return cfg_; }
 
 private:
@@ -76,9 +78,13 @@ template <class T>
 double clip_grad_norm(ParamArena<T>& arena, double max_norm) {
     T* g = arena.grads();
     const std::ptrdiff_t n = static_cast<std::ptrdiff_t>(arena.size());
+    constexpr std::ptrdiff_t kChunks = 64;  // fixed partition, summed in order: deterministic
+    double partial[kChunks] = {};
+#pragma omp parallel for schedule(static)
+    for (std::ptrdiff_t ch = 0; ch < kChunks; ++ch)
+        for (std::ptrdiff_t i = ch * n / kChunks; i < (ch + 1) * n / kChunks; ++i) partial[ch] += double(g[i]) * double(g[i]);
     double sq = 0;
-#pragma omp parallel for reduction(+ : sq) schedule(static)
-    for (std::ptrdiff_t i = 0; i < n; ++i) sq += double(g[i]) * double(g[i]);
+    for (const double v : partial) sq += v;
     const double norm = std::sqrt(sq);
     const double coef = max_norm / (norm + 1e-6);
     if (coef < 1.0) {

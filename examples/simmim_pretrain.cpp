@@ -1,0 +1,243 @@
+// simmim_pretrain: SimMIM pretraining of a ViT preset on real images (see docs/pretraining.md).
+//
+// Every random draw (data order, augmentation, masks) is a function of (seed, step), and the
+// checkpoint holds weights, AdamW moments and the step, so --resume continues bit-identically.
+#include <CLI/CLI.hpp>
+#include <omp.h>
+#include <unistd.h>
+
+#include <Eigen/Core>
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "simmim/data/loader.hpp"
+#include "simmim/data/open.hpp"
+#include "simmim/io/checkpoint.hpp"
+#include "simmim/io/png_grid.hpp"
+#include "simmim/optim/schedule.hpp"
+#include "simmim/simmim.hpp"
+#include "training_common.hpp"
+
+namespace {
+
+using simmim::examples::UsageError;
+namespace fs = std::filesystem;
+
+struct Options {
+    std::string data = "fashion-mnist", model = "vit-t4-32-c1", out = "runs/pretrain", resume;
+    std::int64_t steps = 0;
+    double epochs = 0;
+    int batch = 64;
+    double base_lr = 2e-3, warmup_lr = 1e-6, min_lr = 1e-5, weight_decay = 0.05, clip = 5.0;  // lrs per batch 512
+    std::int64_t warmup = -1;  // steps; -1: 10% of the run
+    double mask_ratio = 0;     // 0: the preset's
+    int mask_patch = 0;        // 0: the preset's
+    std::uint64_t seed = 0;
+    int threads = 0;           // 0: all cores
+    std::int64_t save_every = 500, log_every = 10, vis_every = 0, stop_after = 0;
+    int vis_count = 8;
+    bool skip_nonfinite = false;
+};
+
+std::atomic<int> g_signal{0};
+extern "C" void on_signal(int sig) { g_signal.store(sig); }
+
+/// The configuration a resumed run must share with the checkpoint (everything that changes results).
+nlohmann::json run_config(const Options& o, std::int64_t total_steps, std::int64_t warmup, double ratio, int mask_patch) {
+    return {{"data", o.data},         {"model", o.model},           {"batch", o.batch},
+            {"total_steps", total_steps}, {"base_lr", o.base_lr},   {"warmup_lr", o.warmup_lr},
+            {"min_lr", o.min_lr},     {"warmup_steps", warmup},     {"weight_decay", o.weight_decay},
+            {"clip_grad", o.clip},    {"mask_ratio", ratio},        {"mask_patch", mask_patch},
+            {"seed", o.seed}};
+}
+
+template <simmim::ViTConfig C>
+int train(const Options& o) {
+    using namespace simmim;
+    using Model = ViTSimMIM<float, C>;
+    // ---- everything that can be checked is checked before any work ----
+    const int mask_patch = o.mask_patch > 0 ? o.mask_patch : C.mask_patch_size;
+    const double ratio = o.mask_ratio > 0 ? o.mask_ratio : C.mask_ratio;
+    if (C.image_size % mask_patch != 0 || mask_patch % C.patch_size != 0)
+        throw UsageError("--mask-patch " + std::to_string(mask_patch) + " must divide the image size " + std::to_string(C.image_size) +
+                         " and be a multiple of the model patch " + std::to_string(C.patch_size));
+    RandomMaskPatch masking(C.image_size, mask_patch, C.patch_size, ratio);
+    examples::prepare_output_dir(o.out);
+
+    auto data = data::open_dataset(o.data);
+    if (data.skipped > 0) {
+        std::printf("skipped %zu unreadable image file(s), e.g.:", data.skipped);
+        for (const auto& n : data.first_skipped) std::printf(" %s", n.c_str());
+        std::printf("\n");
+    }
+    const auto aug = data::pretrain_augmentation(data, C.image_size, C.in_chans);
+    const std::int64_t steps_per_epoch = static_cast<std::int64_t>(data.train->size() / static_cast<std::size_t>(o.batch));
+    if (steps_per_epoch < 1)
+        throw UsageError("--batch " + std::to_string(o.batch) + " is larger than the dataset (" + std::to_string(data.train->size()) + " images)");
+    const std::int64_t total = o.steps > 0 ? o.steps : static_cast<std::int64_t>(std::ceil(o.epochs * double(steps_per_epoch)));
+    const std::int64_t warmup = o.warmup >= 0 ? o.warmup : total / 10;
+    if (warmup > total) throw UsageError("--warmup " + std::to_string(warmup) + " exceeds the run's " + std::to_string(total) + " steps");
+    const auto schedule = CosineSchedule::scaled(o.base_lr, o.min_lr, o.warmup_lr, o.batch, warmup, total);
+    const nlohmann::json config = run_config(o, total, warmup, ratio, mask_patch);
+
+    auto model = std::make_unique<Model>(masking, o.seed);
+    AdamW<float> opt(model->params(), {0.9, 0.999, 1e-8, o.weight_decay});
+    std::int64_t start = 0;
+    if (!o.resume.empty()) {
+        const auto meta = io::load_checkpoint(o.resume, model->params(), opt);
+        const auto saved = nlohmann::json::parse(meta.at("config"));
+        if (saved != config)
+            throw UsageError("--resume " + o.resume + " was written with a different configuration:\n  checkpoint: " + saved.dump() +
+                             "\n  this run:   " + config.dump());
+        start = std::stoll(meta.at("step"));
+    }
+    const fs::path ckpt_path = fs::path(o.out) / "checkpoint.safetensors";
+    const fs::path metrics_path = fs::path(o.out) / "metrics.jsonl";
+    auto history = examples::MetricsLog::open(metrics_path, start);
+
+    // validation images for the pictures: the first K of the held-out split, fixed masks
+    const int K = std::min<int>(o.vis_count, static_cast<int>(data.eval->size()));
+    std::vector<float> vis_images(static_cast<std::size_t>(K) * C.image_numel()), vis_mask(static_cast<std::size_t>(K) * C.num_patches());
+    {
+        const auto eval_cfg = data::eval_transform(data, C.image_size, C.in_chans);
+        Rng unused(0);
+        for (int k = 0; k < K; ++k) data::augment(data.eval->get(static_cast<std::size_t>(k)), eval_cfg, unused, vis_images.data() + k * C.image_numel());
+        masking.generate(derive_seed(o.seed, 0x5669734D61736B), 0, K, vis_mask.data());
+    }
+    const io::ReconstructionPanels panels{C.in_chans, C.image_size, C.patch_size, aug.norm.mean, aug.norm.std, 0};
+    auto write_vis = [&](const fs::path& path) {
+        model->forward(vis_images.data(), vis_mask.data(), K);
+        io::write_reconstruction_png(path, panels, K, vis_images.data(), model->pred().data(), vis_mask.data());
+    };
+    auto save = [&](std::int64_t next_step) {
+        io::save_checkpoint(ckpt_path, model->params(), opt,
+                            {{"step", std::to_string(next_step)}, {"config", config.dump()}, {"model", o.model},
+                             {"epoch", std::to_string(next_step / steps_per_epoch)}});
+    };
+
+    std::printf("simmim_pretrain: %s on %s (%zu images, %s), %lld steps of %d (%lld per epoch), %d threads, %s\n", o.model.c_str(),
+                data.train->description().c_str(), data.train->size(), data.format.c_str(), static_cast<long long>(total), o.batch,
+                static_cast<long long>(steps_per_epoch), omp_get_max_threads(), start > 0 ? ("resuming at step " + std::to_string(start)).c_str() : "from scratch");
+    std::fflush(stdout);
+
+    std::signal(SIGINT, on_signal);
+    std::signal(SIGTERM, on_signal);
+    data::BatchLoader loader(data.train, aug, o.batch, o.seed, start, 4, 1);
+    std::vector<float> mask(static_cast<std::size_t>(o.batch) * C.num_patches());
+    examples::Progress progress(total, start, o.log_every);
+    std::int64_t skipped_steps = 0, step = start;
+    const std::int64_t stop_at = o.stop_after > 0 ? std::min(total, start + o.stop_after) : total;
+    while (step < stop_at) {
+        const data::Batch batch = loader.next();
+        model->draw_mask(o.seed, step, o.batch, mask.data());
+        model->zero_grad();
+        const float loss = model->forward(batch.images.data(), mask.data(), o.batch);
+        model->backward();
+        const double gnorm = clip_grad_norm(model->params(), o.clip);
+        const double lr = schedule(step);
+        if (!std::isfinite(loss) || !std::isfinite(gnorm)) {
+            const std::string what = examples::first_nonfinite(model->params(), loss);
+            if (!o.skip_nonfinite)
+                throw std::runtime_error("non-finite " + what + " at step " + std::to_string(step) +
+                                         "; the last good checkpoint is " + ckpt_path.string() +
+                                         " (use --skip-nonfinite to skip such steps)");
+            ++skipped_steps;
+            std::fprintf(stderr, "warning: skipped step %lld: non-finite %s\n", static_cast<long long>(step), what.c_str());
+        } else {
+            opt.step(lr);
+        }
+        ++step;
+        const bool log_now = progress.update(step, batch.epoch, loss, lr, gnorm, o.batch);
+        if (log_now) history.append(step - 1, batch.epoch, loss, lr, gnorm, progress.images_per_second());
+        if (o.vis_every > 0 && step % o.vis_every == 0)
+            write_vis(fs::path(o.out) / ("reconstruction_step" + std::to_string(step) + ".png"));
+        if ((o.save_every > 0 && step % o.save_every == 0) || step == stop_at || g_signal.load() != 0) save(step);
+        if (g_signal.load() != 0) {
+            progress.finish();
+            std::printf("interrupted by signal %d after step %lld: checkpoint saved to %s; continue with --resume %s\n", g_signal.load(),
+                        static_cast<long long>(step), ckpt_path.string().c_str(), ckpt_path.string().c_str());
+            return 128 + g_signal.load();
+        }
+    }
+    progress.finish();
+    const fs::path vis_path = fs::path(o.out) / "reconstruction.png";
+    const fs::path curve_path = fs::path(o.out) / "loss_curve.svg";
+    write_vis(vis_path);
+    history.write_svg(curve_path, o.model + " on " + o.data);
+    std::printf("done: %lld steps%s, final loss %.4f (mean of the last %d logged)\n", static_cast<long long>(step),
+                skipped_steps ? (", " + std::to_string(skipped_steps) + " skipped as non-finite").c_str() : "", history.recent_mean(10), 10);
+    std::printf("  checkpoint      %s (weights under the official names + AdamW state)\n", ckpt_path.string().c_str());
+    std::printf("  metrics         %s\n", metrics_path.string().c_str());
+    std::printf("  reconstructions %s (original | masked | reconstruction | prediction)\n", vis_path.string().c_str());
+    std::printf("  loss curve      %s\n", curve_path.string().c_str());
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    Options o;
+    CLI::App app{"SimMIM pretraining of a ViT on real images (Fashion-MNIST/MNIST IDX, CIFAR binary, or a folder of JPEG/PNG)."};
+    app.add_option("--data", o.data, "Dataset: 'fashion-mnist' (Debian package), or a directory of IDX files, CIFAR batches or images")->capture_default_str();
+    app.add_option("--model", o.model, "Model preset (simmim_reconstruct --list-models)")->capture_default_str();
+    app.add_option("--steps", o.steps, "Training steps (iterations); or use --epochs");
+    app.add_option("--epochs", o.epochs, "Training epochs (fractions allowed); or use --steps");
+    app.add_option("--batch", o.batch, "Images per step")->capture_default_str();
+    app.add_option("--base-lr", o.base_lr, "Peak learning rate per batch 512 (scaled by batch/512)")->capture_default_str();
+    app.add_option("--warmup-lr", o.warmup_lr, "Initial warmup learning rate per batch 512")->capture_default_str();
+    app.add_option("--min-lr", o.min_lr, "Final cosine learning rate per batch 512")->capture_default_str();
+    app.add_option("--warmup", o.warmup, "Linear warmup steps (default: 10% of the run)");
+    app.add_option("--weight-decay", o.weight_decay, "AdamW weight decay (not on 1-D tensors, biases, tokens, position embedding)")->capture_default_str();
+    app.add_option("--clip-grad", o.clip, "Gradient-norm clipping threshold")->capture_default_str();
+    app.add_option("--mask-ratio", o.mask_ratio, "Fraction of mask patches masked, in (0, 1) (default: the preset's 0.6)");
+    app.add_option("--mask-patch", o.mask_patch, "Side of a mask patch in pixels (default: the preset's)");
+    app.add_option("--seed", o.seed, "Seed of initialisation, data order, augmentation and masks")->capture_default_str();
+    app.add_option("--threads", o.threads, "OpenMP threads (default: all cores)");
+    app.add_option("--out", o.out, "Output directory: checkpoint, metrics, pictures")->capture_default_str();
+    app.add_option("--resume", o.resume, "Continue from this checkpoint (bit-identical with the same thread count)");
+    app.add_option("--save-every", o.save_every, "Checkpoint every N steps (and at the end; 0: only at the end)")->capture_default_str();
+    app.add_option("--log-every", o.log_every, "Log a metrics line every N steps")->capture_default_str();
+    app.add_option("--vis-every", o.vis_every, "Write a reconstruction picture every N steps (0: only at the end)")->capture_default_str();
+    app.add_option("--vis-count", o.vis_count, "Validation images in the reconstruction picture")->capture_default_str();
+    app.add_option("--stop-after", o.stop_after, "Stop (saving a checkpoint) after N steps of this invocation, as if interrupted");
+    app.add_flag("--skip-nonfinite", o.skip_nonfinite, "Skip (and count) steps whose loss or gradient is not finite instead of stopping");
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e) == 0 ? 0 : 2;
+    }
+    try {
+        using UE = UsageError;
+        if ((o.steps > 0) == (o.epochs > 0)) throw UE("give exactly one of --steps N or --epochs E (both positive)");
+        if (o.batch < 1) throw UE("--batch must be >= 1");
+        if (o.base_lr <= 0 || o.min_lr < 0 || o.warmup_lr < 0) throw UE("--base-lr must be > 0, --min-lr and --warmup-lr >= 0");
+        if (o.weight_decay < 0) throw UE("--weight-decay must be >= 0");
+        if (o.clip <= 0) throw UE("--clip-grad must be > 0");
+        if (o.mask_ratio != 0 && !(o.mask_ratio > 0 && o.mask_ratio < 1)) throw UE("--mask-ratio must lie in (0, 1)");
+        if (o.mask_patch < 0) throw UE("--mask-patch must be positive");
+        if (o.threads < 0) throw UE("--threads must be >= 1");
+        if (o.save_every < 0 || o.log_every < 1 || o.vis_every < 0 || o.vis_count < 1 || o.stop_after < 0)
+            throw UE("--save-every, --vis-every, --stop-after must be >= 0; --log-every, --vis-count >= 1");
+        if (o.data != "fashion-mnist" && !fs::is_directory(o.data)) throw UE("--data " + o.data + ": no such directory");
+        if (!o.resume.empty() && !fs::is_regular_file(o.resume)) throw UE("--resume " + o.resume + ": no such file");
+        if (o.threads > 0) omp_set_num_threads(o.threads);
+        Eigen::setNbThreads(omp_get_max_threads());
+        int rc = 0;
+        const bool found = simmim::dispatch_preset(o.model, [&]<simmim::ViTConfig C>() { rc = train<C>(o); });
+        if (!found) throw UE("unknown model preset '" + o.model + "' (see simmim_reconstruct --list-models)");
+        return rc;
+    } catch (const UsageError& e) {
+        std::fprintf(stderr, "simmim_pretrain: error: %s\n", e.what());
+        return 2;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "\nsimmim_pretrain: error: %s\n", e.what());
+        return 1;
+    }
+}

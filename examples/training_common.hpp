@@ -1,0 +1,169 @@
+// examples/training_common.hpp: what the training binaries share: usage errors, the output
+// directory, the live progress line, the metrics log (JSON lines) and its loss-curve picture.
+#pragma once
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "simmim/core/tensor.hpp"
+
+namespace simmim::examples {
+
+/// A bad option or combination: printed on one line, exit code 2, before any work starts.
+struct UsageError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+/// Creates `dir` if needed and proves it writable with a probe file; UsageError otherwise.
+inline void prepare_output_dir(const std::filesystem::path& dir) {
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (ec) throw UsageError("--out " + dir.string() + ": cannot create directory: " + ec.message());
+    const auto probe = dir / ".write-probe";
+    {
+        std::ofstream f(probe);
+        if (!(f << "ok")) throw UsageError("--out " + dir.string() + ": directory is not writable");
+    }
+    std::filesystem::remove(probe, ec);
+}
+
+/// The name of the first parameter whose gradient is not finite (or "loss" when the loss is not).
+template <class T>
+std::string first_nonfinite(const ParamArena<T>& params, double loss) {
+    if (!std::isfinite(loss)) return "loss (" + std::to_string(loss) + ")";
+    for (const auto& p : params.params())
+        for (std::size_t i = 0; i < p.size; ++i)
+            if (!std::isfinite(double(params.grads()[p.offset + i]))) return "gradient of " + p.name + " (element " + std::to_string(i) + ")";
+    return "gradient norm";
+}
+
+inline std::string format_duration(double seconds) {
+    if (!std::isfinite(seconds) || seconds < 0) return "?";
+    const long s = std::lround(seconds);
+    char buf[32];
+    if (s >= 3600) std::snprintf(buf, sizeof buf, "%ldh%02ldm", s / 3600, (s / 60) % 60);
+    else std::snprintf(buf, sizeof buf, "%ldm%02lds", s / 60, s % 60);
+    return buf;
+}
+
+/// A live progress line on a terminal (rewritten in place), plain lines every log_every steps otherwise.
+class Progress {
+public:
+    Progress(std::int64_t total, std::int64_t start, std::int64_t log_every)
+        : total_(total), start_(start), log_every_(log_every), tty_(isatty(fileno(stdout)) != 0), t0_(clock::now()), last_(t0_) {}
+
+    /// Records a finished step; returns true when this step is a logged one.
+    bool update(std::int64_t step, std::int64_t epoch, double loss, double lr, double gnorm, int batch) {
+        const auto now = clock::now();
+        const double dt = std::chrono::duration<double>(now - last_).count();
+        last_ = now;
+        const double ips = dt > 0 ? batch / dt : 0;
+        ips_ = ips_ == 0 ? ips : 0.9 * ips_ + 0.1 * ips;
+        const bool log_now = step % log_every_ == 0 || step == total_;
+        const double elapsed = std::chrono::duration<double>(now - t0_).count();
+        const double eta = elapsed / double(step - start_) * double(total_ - step);
+        if (tty_ || log_now) {
+            std::printf("%sstep %lld/%lld  epoch %lld  loss %.4f  lr %.3g  grad-norm %.3f  %.1f img/s  ETA %s%s", tty_ ? "\r\033[K" : "",
+                        static_cast<long long>(step), static_cast<long long>(total_), static_cast<long long>(epoch), loss, lr, gnorm, ips_,
+                        format_duration(eta).c_str(), tty_ ? "" : "\n");
+            std::fflush(stdout);
+        }
+        return log_now;
+    }
+    void finish() {
+        if (tty_) std::printf("\n");
+        std::fflush(stdout);
+    }
+    double images_per_second() const { return ips_; }
+
+private:
+    using clock = std::chrono::steady_clock;
+    std::int64_t total_, start_, log_every_;
+    bool tty_;
+    clock::time_point t0_, last_;
+    double ips_ = 0;
+};
+
+/// metrics.jsonl: one JSON object per logged step. Opening for a resumed run keeps the lines of
+/// steps before `start` and drops the rest (they will be recomputed identically).
+class MetricsLog {
+public:
+    static MetricsLog open(const std::filesystem::path& path, std::int64_t start) {
+        MetricsLog log;
+        log.path_ = path;
+        if (start > 0) {
+            std::ifstream in(path);
+            std::string line;
+            while (std::getline(in, line)) {
+                if (line.empty()) continue;
+                try {
+                    auto j = nlohmann::json::parse(line);
+                    if (j.at("step").get<std::int64_t>() < start) log.rows_.push_back(std::move(j));
+                } catch (const std::exception&) {
+                    break;  // a line cut by a crash ends the usable log
+                }
+            }
+        }
+        std::ofstream out(path, std::ios::trunc);
+        if (!out) throw std::runtime_error("cannot write metrics file " + path.string());
+        for (const auto& r : log.rows_) out << r.dump() << '\n';
+        return log;
+    }
+    void append(std::int64_t step, std::int64_t epoch, double loss, double lr, double gnorm, double ips) {
+        nlohmann::json j{{"step", step}, {"epoch", epoch}, {"loss", loss}, {"lr", lr}, {"grad_norm", gnorm}, {"images_per_s", ips}};
+        std::ofstream out(path_, std::ios::app);
+        out << j.dump() << '\n';
+        out.flush();
+        rows_.push_back(std::move(j));
+    }
+    double recent_mean(std::size_t n) const {
+        if (rows_.empty()) return NAN;
+        const std::size_t k = std::min(n, rows_.size());
+        double s = 0;
+        for (std::size_t i = rows_.size() - k; i < rows_.size(); ++i) s += rows_[i].at("loss").get<double>();
+        return s / double(k);
+    }
+    /// The loss curve as a standalone SVG (step on x, loss on y).
+    void write_svg(const std::filesystem::path& path, const std::string& title) const {
+        const double W = 720, H = 420, l = 70, r = 20, t = 40, b = 50;
+        double x0 = 0, x1 = 1, y0 = 1e300, y1 = -1e300;
+        for (const auto& row : rows_) {
+            x1 = std::max(x1, row.at("step").get<double>());
+            y0 = std::min(y0, row.at("loss").get<double>());
+            y1 = std::max(y1, row.at("loss").get<double>());
+        }
+        if (rows_.empty() || !(y1 > y0)) y0 = 0, y1 = 1;
+        const auto X = [&](double s) { return l + (s - x0) / (x1 - x0) * (W - l - r); };
+        const auto Y = [&](double v) { return H - b - (v - y0) / (y1 - y0) * (H - t - b); };
+        std::ofstream out(path);
+        out << "<svg xmlns='http://www.w3.org/2000/svg' width='" << W << "' height='" << H << "' font-family='sans-serif' font-size='12'>\n"
+            << "<rect width='100%' height='100%' fill='white'/>\n<text x='" << W / 2 << "' y='24' text-anchor='middle' font-size='15'>"
+            << "masked L1 loss: " << title << "</text>\n";
+        for (int i = 0; i <= 4; ++i) {
+            const double v = y0 + (y1 - y0) * i / 4, s = x0 + (x1 - x0) * i / 4;
+            out << "<line x1='" << l << "' x2='" << W - r << "' y1='" << Y(v) << "' y2='" << Y(v) << "' stroke='#ddd'/>"
+                << "<text x='" << l - 6 << "' y='" << Y(v) + 4 << "' text-anchor='end'>" << std::to_string(v).substr(0, 6) << "</text>"
+                << "<text x='" << X(s) << "' y='" << H - b + 18 << "' text-anchor='middle'>" << std::llround(s) << "</text>\n";
+        }
+        out << "<text x='" << (l + W - r) / 2 << "' y='" << H - 12 << "' text-anchor='middle'>step</text>\n<polyline fill='none' stroke='#1f77b4' stroke-width='1.5' points='";
+        for (const auto& row : rows_) out << X(row.at("step").get<double>()) << ',' << Y(row.at("loss").get<double>()) << ' ';
+        out << "'/>\n</svg>\n";
+        if (!out) throw std::runtime_error("cannot write " + path.string());
+    }
+
+private:
+    std::filesystem::path path_;
+    std::vector<nlohmann::json> rows_;
+};
+
+}  // namespace simmim::examples

@@ -1,0 +1,91 @@
+// simmim/data/open.hpp: open a dataset by path, recognising its format, with the normalisation and
+// canvas that go with it.
+//   "fashion-mnist" (or a directory holding {train,t10k}-images-idx3-ubyte[.gz]): IDX, 28x28 grey
+//       on a 32x32 canvas when the model is 32 px; Fashion-MNIST statistics ("mnist" in the path: MNIST's)
+//   a directory holding data_batch_1.bin (CIFAR-10) or train.bin (CIFAR-100): CIFAR statistics
+//   any other directory: an image folder (JPEG/PNG, recursive), ImageNet statistics
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "simmim/data/augment.hpp"
+#include "simmim/data/cifar.hpp"
+#include "simmim/data/idx.hpp"
+#include "simmim/data/image_folder.hpp"
+
+namespace simmim::data {
+
+struct OpenedDataset {
+    std::shared_ptr<const Dataset> train;
+    std::shared_ptr<const Dataset> eval;  // held-out split where the format has one, else the train set
+    std::string format;                   // "idx", "cifar10", "cifar100", "folder"
+    Normalization norm;
+    int native_size = 0;                  // side of the stored images (0: varies)
+    std::size_t skipped = 0;              // unreadable files skipped (image folders)
+    std::vector<std::string> first_skipped;
+};
+
+/// Opens `path` (or the Debian Fashion-MNIST for "fashion-mnist"). DataError naming the path if it
+/// does not exist or holds nothing usable.
+inline OpenedDataset open_dataset(const std::string& path_or_name) {
+    namespace fs = std::filesystem;
+    const fs::path path = path_or_name == "fashion-mnist" ? fs::path(kDefaultFashionMnistDir) : fs::path(path_or_name);
+    std::error_code ec;
+    if (!fs::is_directory(path, ec)) throw DataError("dataset '" + path.string() + "' is not a directory (or does not exist)");
+    OpenedDataset out;
+    const auto has = [&](const char* name) { return fs::exists(path / name, ec) || fs::exists(path / (std::string(name) + ".gz"), ec); };
+    if (has("train-images-idx3-ubyte")) {
+        out.format = "idx";
+        out.train = std::make_shared<IdxDataset>(open_fashion_mnist(path, true));
+        out.eval = has("t10k-images-idx3-ubyte") ? std::shared_ptr<const Dataset>(std::make_shared<IdxDataset>(open_fashion_mnist(path, false)))
+                                                 : out.train;
+        const bool mnist = path.string().find("fashion") == std::string::npos && path.string().find("mnist") != std::string::npos;
+        out.norm = mnist ? kMnistNorm : kFashionMnistNorm;
+        out.native_size = 28;
+    } else if (fs::exists(path / "data_batch_1.bin", ec) || fs::exists(path / "train.bin", ec)) {
+        const int which = fs::exists(path / "data_batch_1.bin", ec) ? 10 : 100;
+        out.format = which == 10 ? "cifar10" : "cifar100";
+        out.train = std::make_shared<CifarDataset>(path, true, which);
+        const bool has_test = fs::exists(path / (which == 10 ? "test_batch.bin" : "test.bin"), ec);
+        out.eval = has_test ? std::shared_ptr<const Dataset>(std::make_shared<CifarDataset>(path, false, which)) : out.train;
+        out.norm = kCifar10Norm;
+        out.native_size = 32;
+    } else {
+        out.format = "folder";
+        auto folder = std::make_shared<ImageFolderDataset>(path);
+        const ValidationReport report = folder->validate();
+        out.skipped = report.skipped;
+        out.first_skipped = report.first_skipped_names;
+        out.train = folder;
+        out.eval = folder;
+        out.norm = kImageNetNorm;
+    }
+    return out;
+}
+
+/// The official pretraining augmentation for a model of `image_size` px and `channels` channels.
+inline AugmentConfig pretrain_augmentation(const OpenedDataset& d, int image_size, int channels) {
+    AugmentConfig cfg;
+    cfg.out_size = image_size;
+    cfg.out_channels = channels;
+    cfg.canvas = d.format == "idx" && image_size >= 28 && image_size < 56 ? image_size : 0;
+    cfg.norm = d.norm;
+    if (static_cast<int>(cfg.norm.mean.size()) != channels) {  // e.g. a grey model on RGB data
+        const float m = cfg.norm.mean[0], s = cfg.norm.std[0];
+        cfg.norm.mean.assign(channels, m);
+        cfg.norm.std.assign(channels, s);
+    }
+    return cfg;
+}
+
+/// The deterministic evaluation transform: same canvas, resize and normalisation, no crop or flip.
+inline AugmentConfig eval_transform(const OpenedDataset& d, int image_size, int channels) {
+    AugmentConfig cfg = pretrain_augmentation(d, image_size, channels);
+    cfg.random_resized_crop = false;
+    cfg.hflip = false;
+    return cfg;
+}
+
+}  // namespace simmim::data
