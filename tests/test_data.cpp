@@ -272,6 +272,10 @@ TEST_CASE("IdxDataset rejects bad files with a message naming the file", "[data]
         write_bytes(dir.path / "tiny", std::vector<std::uint8_t>(images.begin(), images.begin() + 6));
         CHECK_THAT(data_error_of([&] { simmim::data::IdxDataset ds(dir.path / "tiny"); }), Contains("truncated"));
     }
+    SECTION("dimensions whose product overflows 64 bits") {
+        write_bytes(dir.path / "huge", idx_images(0xFFFFFFFFu, 0xFFFFFFFFu, 0xFFFFFFFFu, {1, 2, 3}));
+        CHECK_THAT(data_error_of([&] { simmim::data::IdxDataset ds(dir.path / "huge"); }), Contains("more than 2^64"));
+    }
     SECTION("trailing bytes") {
         auto longer = images;
         longer.push_back(0);

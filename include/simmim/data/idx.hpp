@@ -106,20 +106,22 @@ inline std::vector<std::uint32_t> parse_idx_header(const std::vector<std::uint8_
         throw DataError(name + ": truncated: expected at least " + std::to_string(header) + " header bytes, found " +
                         std::to_string(bytes.size()) + found_where);
     std::vector<std::uint32_t> dims(static_cast<std::size_t>(ndims));
-    unsigned __int128 expected = header;  // dims are 32-bit: their product may exceed 64 bits
-    unsigned __int128 payload = 1;
-    for (int d = 0; d < ndims; ++d) {
-        dims[static_cast<std::size_t>(d)] = read_be32(bytes.data() + 4 + 4 * d);
-        payload *= dims[static_cast<std::size_t>(d)];
+    for (int d = 0; d < ndims; ++d) dims[static_cast<std::size_t>(d)] = read_be32(bytes.data() + 4 + 4 * d);
+    // The product of 32-bit dims may exceed 64 bits: such a file is necessarily truncated.
+    const bool any_zero = std::find(dims.begin(), dims.end(), 0u) != dims.end();
+    bool overflow = false;
+    std::uint64_t expected = any_zero ? 0 : 1;
+    for (const std::uint32_t dim : dims) {
+        if (dim != 0 && expected > (UINT64_MAX - header) / dim) overflow = true;
+        expected *= dim;
     }
-    expected += payload;
-    if (expected != bytes.size()) {
+    expected += header;
+    if (overflow || expected != bytes.size()) {
         std::string dims_text;
         for (int d = 0; d < ndims; ++d) dims_text += (d ? " x " : "") + std::to_string(dims[static_cast<std::size_t>(d)]);
-        const std::string expected_text =
-            expected > (unsigned __int128)(SIZE_MAX) ? std::string("more than 2^64") : std::to_string((std::size_t)expected);
-        throw DataError(name + (expected > bytes.size() ? ": truncated" : ": trailing bytes") + ": expected " + expected_text +
-                        " bytes (" + std::to_string(header) + "-byte header + " + dims_text + "), found " +
+        const std::string expected_text = overflow ? std::string("more than 2^64") : std::to_string(expected);
+        throw DataError(name + (overflow || expected > bytes.size() ? ": truncated" : ": trailing bytes") + ": expected " +
+                        expected_text + " bytes (" + std::to_string(header) + "-byte header + " + dims_text + "), found " +
                         std::to_string(bytes.size()) + found_where);
     }
     return dims;

@@ -50,7 +50,7 @@ inline OpenedDataset open_dataset(const std::string& path_or_name) {
         out.train = std::make_shared<CifarDataset>(path, true, which);
         const bool has_test = fs::exists(path / (which == 10 ? "test_batch.bin" : "test.bin"), ec);
         out.eval = has_test ? std::shared_ptr<const Dataset>(std::make_shared<CifarDataset>(path, false, which)) : out.train;
-        out.norm = kCifar10Norm;
+        out.norm = which == 10 ? kCifar10Norm : Normalization{{0.5071f, 0.4865f, 0.4409f}, {0.2673f, 0.2564f, 0.2762f}};
         out.native_size = 32;
     } else {
         out.format = "folder";
@@ -72,10 +72,11 @@ inline AugmentConfig pretrain_augmentation(const OpenedDataset& d, int image_siz
     cfg.out_channels = channels;
     cfg.canvas = d.format == "idx" && image_size >= 28 && image_size < 56 ? image_size : 0;
     cfg.norm = d.norm;
-    if (static_cast<int>(cfg.norm.mean.size()) != channels) {  // e.g. a grey model on RGB data
-        const float m = cfg.norm.mean[0], s = cfg.norm.std[0];
-        cfg.norm.mean.assign(channels, m);
-        cfg.norm.std.assign(channels, s);
+    if (cfg.norm.mean.size() == 3 && channels == 1) {  // a grey model on RGB data: luminance statistics
+        const auto lum = [](const std::vector<float>& v) { return 0.299f * v[0] + 0.587f * v[1] + 0.114f * v[2]; };
+        cfg.norm = Normalization{{lum(cfg.norm.mean)}, {lum(cfg.norm.std)}};
+    } else if (cfg.norm.mean.size() == 1 && channels == 3) {  // an RGB model on grey data (replicated channels)
+        cfg.norm = Normalization{std::vector<float>(3, cfg.norm.mean[0]), std::vector<float>(3, cfg.norm.std[0])};
     }
     return cfg;
 }
