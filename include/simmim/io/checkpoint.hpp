@@ -47,7 +47,7 @@ std::map<std::string, std::string> load_checkpoint(const std::filesystem::path& 
                                (fmt == file.metadata.end() ? std::string("<absent>") : fmt->second) + "', expected '" +
                                kCheckpointFormat + "')");
     import_params(params, file);
-    std::vector<T> m(params.size()), v(params.size());
+    AlignedVector<T> m(params.size()), v(params.size());
     for (const auto& p : params.params()) {
         const auto em = file.get<T>("optimizer.exp_avg." + p.name, p.shape);
         const auto ev = file.get<T>("optimizer.exp_avg_sq." + p.name, p.shape);

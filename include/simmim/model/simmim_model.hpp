@@ -91,8 +91,8 @@ public:
     void zero_grad() { arena_.zero_grad(); }
     ParamArena<T>& params() noexcept { return arena_; }
     const ParamArena<T>& params() const noexcept { return arena_; }
-    const std::vector<T>& pred() const noexcept { return pred_; }      // (B, C, S, S)
-    const std::vector<T>& mask() const noexcept { return mask_; }      // (B, h, w)
+    const AlignedVector<T>& pred() const noexcept { return pred_; }    // (B, C, S, S)
+    const AlignedVector<T>& mask() const noexcept { return mask_; }    // (B, h, w)
     T loss() const noexcept { return loss_; }
     Enc& encoder() noexcept { return encoder_; }
     Hd& head() noexcept { return head_; }
@@ -106,7 +106,7 @@ private:
     Mask masking_;
     int batch_ = 0;
     const T* images_ = nullptr;
-    std::vector<T> mask_, features_, pred_, dpred_, dfeatures_;
+    AlignedVector<T> mask_, features_, pred_, dpred_, dfeatures_;
     T loss_ = 0;
 };
 

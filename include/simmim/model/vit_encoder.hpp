@@ -166,7 +166,7 @@ public:
         const std::ptrdiff_t BL = static_cast<std::ptrdiff_t>(B) * L;
         ops::patchify(patches_.data(), image, B, Cin, S, p);
         ops::linear_forward(embed_.data(), patches_.data(), patch_w.data(), patch_b.data(), BL, P, D);
-        mask_ = std::vector<T>(mask, mask + BL);
+        mask_.assign(mask, mask + BL);
         const T* mt = mask_token.data();
         const T* cls = cls_token.data();
         const T* pos = pos_embed.data();
@@ -271,7 +271,7 @@ private:
     int batch_ = -1;
     BatchTensor<T, Shape<L, P>> patches_, d_patches_;    // (B, L, C*p*p)
     BatchTensor<T, Shape<L, D>> embed_, d_embed_;        // (B, L, D)
-    std::vector<T> mask_;                                // (B, L)
+    AlignedVector<T> mask_;                              // (B, L)
     std::vector<BatchTensor<T, Shape<N, D>>> xs_;        // residual stream, depth + 1 of (B, N, D)
     std::vector<typename Block::Cache> caches_;
     typename Block::Scratch scratch_;

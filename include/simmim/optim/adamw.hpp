@@ -58,16 +58,16 @@ public:
     void set_lr_scale(std::size_t param_index, double scale) { lr_scale_.at(param_index) = scale; }
     std::int64_t steps() const noexcept { return t_; }
     void set_steps(std::int64_t t) noexcept { t_ = t; }
-    std::vector<T>& exp_avg() noexcept { return m_; }
-    std::vector<T>& exp_avg_sq() noexcept { return v_; }
-    const std::vector<T>& exp_avg() const noexcept { return m_; }
-    const std::vector<T>& exp_avg_sq() const noexcept { return v_; }
+    AlignedVector<T>& exp_avg() noexcept { return m_; }
+    AlignedVector<T>& exp_avg_sq() noexcept { return v_; }
+    const AlignedVector<T>& exp_avg() const noexcept { return m_; }
+    const AlignedVector<T>& exp_avg_sq() const noexcept { return v_; }
     const AdamWConfig& config() const noexcept { return cfg_; }
 
 private:
     ParamArena<T>* arena_;
     AdamWConfig cfg_;
-    std::vector<T> m_, v_;
+    AlignedVector<T> m_, v_;
     std::vector<double> lr_scale_;
     std::int64_t t_ = 0;
 };
