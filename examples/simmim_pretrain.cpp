@@ -12,6 +12,7 @@
 #include <csignal>
 #include <cstdio>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -44,6 +45,7 @@ struct Options {
     std::int64_t save_every = 500, log_every = 10, vis_every = 0, stop_after = 0;
     int vis_count = 8;
     bool skip_nonfinite = false;
+    std::int64_t inject_nan_at = -1;  // testing: poison one gradient element at this step
 };
 
 std::atomic<int> g_signal{0};
@@ -140,6 +142,10 @@ int train(const Options& o) {
         model->zero_grad();
         const float loss = model->forward(batch.images.data(), mask.data(), o.batch);
         model->backward();
+        if (step == o.inject_nan_at) {
+            const auto* p = model->params().find("encoder.blocks.0.attn.proj.weight");
+            model->params().grads()[p->offset + 7] = std::numeric_limits<float>::quiet_NaN();
+        }
         const double gnorm = clip_grad_norm(model->params(), o.clip);
         const double lr = schedule(step);
         if (!std::isfinite(loss) || !std::isfinite(gnorm)) {
@@ -207,6 +213,7 @@ int main(int argc, char** argv) {
     app.add_option("--vis-every", o.vis_every, "Write a reconstruction picture every N steps (0: only at the end)")->capture_default_str();
     app.add_option("--vis-count", o.vis_count, "Validation images in the reconstruction picture")->capture_default_str();
     app.add_option("--stop-after", o.stop_after, "Stop (saving a checkpoint) after N steps of this invocation, as if interrupted");
+    app.add_option("--inject-nan-at", o.inject_nan_at, "Testing: make one gradient element NaN at this step")->group("");
     app.add_flag("--skip-nonfinite", o.skip_nonfinite, "Skip (and count) steps whose loss or gradient is not finite instead of stopping");
     try {
         app.parse(argc, argv);

@@ -65,7 +65,20 @@ expect_usage "missing resume file" --model vit-tiny-test --steps 3 --resume /non
 expect_usage "unknown option" --model vit-tiny-test --steps 3 --frobnicate
 expect_usage "resume with another configuration" --model vit-tiny-test --batch 8 --steps 14 --seed 12 --resume "$tmp/full/checkpoint.safetensors"
 
-# 4. outputs, and the checkpoint as weights for simmim_reconstruct
+# 4. a non-finite gradient stops the run naming the step and the tensor, leaving the last checkpoint untouched;
+#    with --skip-nonfinite the step is skipped and counted
+"$bin" "${common[@]}" --out "$tmp/nan" --inject-nan-at 6 > "$tmp/nan.log" 2>&1
+code=$?
+[ $code -eq 1 ] && grep -q "non-finite gradient of encoder.blocks.0.attn.proj.weight (element 7) at step 6" "$tmp/nan.log" &&
+    ok "NaN gradient stops the run naming step and tensor" || bad "NaN gradient: code $code, $(tail -1 "$tmp/nan.log")"
+grep -q '"step":5' "$tmp/nan/metrics.jsonl" && ! grep -q '"step":6' "$tmp/nan/metrics.jsonl" && ok "no step after the NaN was logged" || bad "metrics after NaN"
+head -c 4096 "$tmp/nan/checkpoint.safetensors" | grep -aq '"step":"4"' && ok "the checkpoint on disk is still the one of step 4" || bad "checkpoint changed after NaN"
+"$bin" "${common[@]}" --out "$tmp/nan" --resume "$tmp/nan/checkpoint.safetensors" --stop-after 1 > /dev/null 2>&1 &&
+    ok "the last good checkpoint (step 4) still resumes" || bad "checkpoint after NaN does not resume"
+"$bin" "${common[@]}" --out "$tmp/nanskip" --inject-nan-at 6 --skip-nonfinite > "$tmp/nanskip.log" 2>&1 &&
+    grep -q "1 skipped as non-finite" "$tmp/nanskip.log" && ok "--skip-nonfinite skips and counts" || bad "--skip-nonfinite: $(tail -2 "$tmp/nanskip.log")"
+
+# 5. outputs, and the checkpoint as weights for simmim_reconstruct
 for f in checkpoint.safetensors metrics.jsonl reconstruction.png loss_curve.svg; do
     [ -s "$tmp/full/$f" ] && ok "output $f" || bad "missing output $f"
 done
