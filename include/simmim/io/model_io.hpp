@@ -42,6 +42,10 @@ struct LoadOptions {
     /// Tensors whose names start with one of these are not parameters and are skipped (a training
     /// checkpoint's "optimizer." moments, say).
     std::vector<std::string> ignore_prefixes{"optimizer."};
+    /// When not empty, only parameters whose names start with this are loaded (the others keep their
+    /// values; file tensors outside it count as unexpected unless allow_unexpected). E.g. "encoder." to
+    /// start a classifier from a SimMIM checkpoint.
+    std::string only_params_with_prefix;
 };
 
 /// Loads every parameter of the arena from `file`. Errors name the source and the tensor: missing,
@@ -51,7 +55,9 @@ template <class T>
 void import_params(ParamArena<T>& arena, const TensorFile& file, const LoadOptions& opt = {}) {
     const std::string src = file.source.empty() ? std::string("<memory>") : file.source;
     std::set<std::string> expected;
+    const auto selected = [&](const ParamInfo& p) { return p.name.starts_with(opt.only_params_with_prefix); };
     for (const auto& p : arena.params()) {
+        if (!selected(p)) continue;
         const std::string name = opt.prefix + p.name;
         expected.insert(name);
         if (!file.contains(name)) throw SafetensorsError(src + ": missing tensor '" + name + "'");
@@ -69,6 +75,7 @@ void import_params(ParamArena<T>& arena, const TensorFile& file, const LoadOptio
                                                    [&](const std::string& pre) { return n.starts_with(pre); }))
                 throw SafetensorsError(src + ": unexpected tensor '" + n + "' (not a parameter of this model)");
     for (const auto& p : arena.params()) {
+        if (!selected(p)) continue;
         const auto values = file.at(opt.prefix + p.name).template to<T>();
         std::copy(values.begin(), values.end(), arena.values() + p.offset);
     }

@@ -13,11 +13,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "simmim/core/config.hpp"
 #include "simmim/core/tensor.hpp"
 #include "simmim/ops/attention.hpp"
+#include "simmim/ops/fused.hpp"
 #include "simmim/ops/gelu.hpp"
 #include "simmim/ops/layernorm.hpp"
 #include "simmim/ops/linear.hpp"
@@ -82,10 +85,12 @@ public:
         ops::linear_forward(c.qkv.data(), c.ln1.data(), qkv_w.data(), qkv_b.data(), M, D, 3 * D);
         ops::attention_forward(c.attn.data(), c.probs.data(), c.qkv.data(), B, N, H, Dh);
         ops::linear_forward(c.mid.data(), c.attn.data(), proj_w.data(), proj_b.data(), M, D, D);
-        add_inplace(c.mid.data(), in, M * D);  // mid = in + proj(attn)
-        ops::layernorm_forward(c.ln2.data(), c.mean2.data(), c.rstd2.data(), c.mid.data(), norm2_w.data(), norm2_b.data(), M, D, kEps);
-        ops::linear_forward(c.fc1.data(), c.ln2.data(), fc1_w.data(), fc1_b.data(), M, D, F);
-        ops::gelu_forward(c.act.data(), c.fc1.data(), M * F);
+        // mid = in + proj(attn); ln2 = norm2(mid)
+        ops::residual_layernorm_forward(c.mid.data(), c.ln2.data(), c.mean2.data(), c.rstd2.data(), c.mid.data(), in, norm2_w.data(),
+                                        norm2_b.data(), M, D, kEps);
+        // fc1 = ln2 W1^T + b1 (pre-activation, kept for backward); act = gelu(fc1)
+        ops::linear_forward(c.fc1.data(), c.ln2.data(), fc1_w.data(), static_cast<const T*>(nullptr), M, D, F);
+        ops::bias_gelu_forward(c.act.data(), c.fc1.data(), c.fc1.data(), fc1_b.data(), M, F);
         ops::linear_forward(out, c.act.data(), fc2_w.data(), fc2_b.data(), M, F, D);
         add_inplace(out, c.mid.data(), M * D);  // out = mid + fc2(gelu(fc1(ln2)))
     }
@@ -153,8 +158,8 @@ public:
           pos_embed(arena.template add<Shape<1, N, D>>("encoder.pos_embed", Init::TruncNormal002, false)),
           patch_w(arena.template add<Shape<D, Cin, p, p>>("encoder.patch_embed.proj.weight", Init::TruncNormal002, true)),
           patch_b(arena.template add<Shape<D>>("encoder.patch_embed.proj.bias", Init::Zeros, false)) {
-        blocks.reserve(C.depth);
-        for (int i = 0; i < C.depth; ++i) blocks.emplace_back(arena, "encoder.blocks." + std::to_string(i) + ".");
+        blocks_.reserve(C.depth);
+        for (int i = 0; i < C.depth; ++i) blocks_.emplace_back(arena, "encoder.blocks." + std::to_string(i) + ".");
         norm_w = arena.template add<Shape<D>>("encoder.norm.weight", Init::Ones, false);
         norm_b = arena.template add<Shape<D>>("encoder.norm.bias", Init::Zeros, false);
         mask_token = arena.template add<Shape<1, 1, D>>("encoder.mask_token", Init::TruncNormal002, false);
@@ -162,31 +167,25 @@ public:
 
     /// features (B, L, D) from image (B, C, S, S) and mask (B, L) (1 = masked).
     void forward(T* features, const T* image, const T* mask, int B) {
+        forward_tokens(image, mask, B, C.depth);
+        ops::layernorm_forward(final_.data(), fmean_.data(), frstd_.data(), xs_[C.depth].data(), norm_w.data(), norm_b.data(),
+                               static_cast<std::ptrdiff_t>(B) * N, D, Block::kEps);
+        drop_cls(features, final_.data(), B);
+    }
+
+    /// Runs the embedding and the first `blocks` blocks only (no final norm); returns their output
+    /// (B, N, D), cls token first, valid until the next forward. Used for linear probing of block k.
+    /// backward() needs a full forward().
+    const T* forward_tokens(const T* image, const T* mask, int B, int blocks) {
+        if (blocks < 0 || blocks > C.depth) throw std::invalid_argument("ViTEncoder: block index out of range");
         resize(B);
         const std::ptrdiff_t BL = static_cast<std::ptrdiff_t>(B) * L;
         ops::patchify(patches_.data(), image, B, Cin, S, p);
         ops::linear_forward(embed_.data(), patches_.data(), patch_w.data(), patch_b.data(), BL, P, D);
         mask_.assign(mask, mask + BL);
-        const T* mt = mask_token.data();
-        const T* cls = cls_token.data();
-        const T* pos = pos_embed.data();
-        T* x0 = xs_[0].data();
-#pragma omp parallel for schedule(static)
-        for (int b = 0; b < B; ++b) {
-            T* row = x0 + static_cast<std::ptrdiff_t>(b) * N * D;
-            for (int d = 0; d < D; ++d) row[d] = cls[d] + pos[d];
-            for (int l = 0; l < L; ++l) {
-                const T w = mask_[static_cast<std::ptrdiff_t>(b) * L + l];
-                const T* e = embed_.data() + (static_cast<std::ptrdiff_t>(b) * L + l) * D;
-                T* r = row + static_cast<std::ptrdiff_t>(1 + l) * D;
-                const T* pe = pos + static_cast<std::ptrdiff_t>(1 + l) * D;
-                for (int d = 0; d < D; ++d) r[d] = e[d] * (T(1) - w) + mt[d] * w + pe[d];
-            }
-        }
-        for (int i = 0; i < C.depth; ++i) blocks[i].forward(xs_[i + 1].data(), xs_[i].data(), B, caches_[i]);
-        ops::layernorm_forward(final_.data(), fmean_.data(), frstd_.data(), xs_[C.depth].data(), norm_w.data(), norm_b.data(),
-                               static_cast<std::ptrdiff_t>(B) * N, D, Block::kEps);
-        drop_cls(features, final_.data(), B);
+        ops::mask_blend_pos_forward(xs_[0].data(), embed_.data(), mask_.data(), mask_token.data(), cls_token.data(), pos_embed.data(), B, L, D);
+        for (int i = 0; i < blocks; ++i) blocks_[i].forward(xs_[i + 1].data(), xs_[i].data(), B, caches_[i]);
+        return xs_[blocks].data();
     }
 
     /// Accumulates parameter gradients from dfeatures (B, L, D); if dimage is not null, accumulates
@@ -205,7 +204,7 @@ public:
         T* dx = dx_b_.data();
         T* dtmp = dx_a_.data();
         for (int i = C.depth - 1; i >= 0; --i) {
-            blocks[i].backward(dtmp, dx, xs_[i].data(), B, caches_[i], scratch_);
+            blocks_[i].backward(dtmp, dx, xs_[i].data(), B, caches_[i], scratch_);
             std::swap(dx, dtmp);
         }
         // dx = d x0 (B, N, D): cls token, position embedding, mask blend, patch embedding
@@ -239,7 +238,7 @@ public:
     Param<T, Shape<1, N, D>> pos_embed;
     Param<T, Shape<D, Cin, p, p>> patch_w;
     Param<T, Shape<D>> patch_b;
-    std::vector<Block> blocks;
+    std::vector<Block> blocks_;
     Param<T, Shape<D>> norm_w, norm_b;
     Param<T, Shape<1, 1, D>> mask_token;
 

@@ -1,0 +1,323 @@
+// simmim_finetune: fine-tuning and linear probing of a (SimMIM-pretrained or random) ViT encoder.
+//
+//   --mode finetune : mean-pooled linear head on the final-normed tokens, every parameter trained with AdamW,
+//                     warmup + cosine, layer-wise lr decay, label smoothing (the official fine-tuning recipe,
+//                     without drop path, mixup or RandAugment).
+//   --mode linprobe : frozen encoder, average-pooled patch tokens of block k, standardised, linear classifier.
+// Reports top-1 on the held-out test split after every epoch (docs/results.md).
+#include <CLI/CLI.hpp>
+#include <omp.h>
+
+#include <Eigen/Core>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "simmim/data/loader.hpp"
+#include "simmim/data/open.hpp"
+#include "simmim/io/checkpoint.hpp"
+#include "simmim/model/classifier.hpp"
+#include "simmim/optim/schedule.hpp"
+#include "simmim/simmim.hpp"
+#include "training_common.hpp"
+
+namespace {
+
+using simmim::examples::UsageError;
+namespace fs = std::filesystem;
+
+struct Options {
+    std::string data = "fashion-mnist", model = "vit-t4-32-c1", mode = "finetune", init, out = "runs/finetune";
+    int epochs = 0, batch = 64, probe_block = -1, threads = 0;
+    double base_lr = 0, warmup_epochs = -1, warmup_lr = 2.5e-7, min_lr = 2.5e-7, weight_decay = 0.05, layer_decay = 0.65,
+           label_smoothing = 0.1, clip = 5.0;
+    std::uint64_t seed = 0;
+    std::int64_t log_every = 50, max_train = 0, max_test = 0;
+};
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+/// Loads the encoder part of a checkpoint or weights file (its "encoder." tensors).
+template <class T>
+void load_encoder(simmim::ParamArena<T>& params, const std::string& path) {
+    simmim::io::LoadOptions opt;
+    opt.only_params_with_prefix = "encoder.";
+    opt.allow_unexpected = true;  // decoder.*, optimizer.*
+    simmim::io::import_params(params, simmim::io::read_safetensors(path), opt);
+}
+
+/// Eval-transformed images [first, first + n) of a dataset, (n, C, S, S), and their labels.
+void load_eval_images(const simmim::data::Dataset& ds, const simmim::data::AugmentConfig& cfg, std::size_t first, std::size_t n,
+                      std::vector<float>& images, std::vector<int>& labels) {
+    const std::size_t numel = static_cast<std::size_t>(cfg.out_channels) * cfg.out_size * cfg.out_size;
+    images.resize(n * numel);
+    labels.resize(n);
+    simmim::Rng unused(0);
+    for (std::size_t i = 0; i < n; ++i) {
+        const auto img = ds.get(first + i);
+        simmim::data::augment(img, cfg, unused, images.data() + i * numel);
+        labels[i] = img.label;
+    }
+}
+
+struct EpochLog {
+    std::ofstream out;
+    explicit EpochLog(const fs::path& p) : out(p) {
+        if (!out) throw std::runtime_error("cannot write " + p.string());
+    }
+    void write(const nlohmann::json& j) {
+        out << j.dump() << '\n';
+        out.flush();
+    }
+};
+
+template <simmim::ViTConfig C, int K>
+int finetune(const Options& o, const simmim::data::OpenedDataset& data, std::size_t n_train, std::size_t n_test) {
+    using namespace simmim;
+    auto model = std::make_unique<ViTClassifier<float, C, K>>(o.seed);
+    if (!o.init.empty()) load_encoder(model->params(), o.init);
+    AdamW<float> opt(model->params(), {0.9, 0.999, 1e-8, o.weight_decay});
+    const auto& ps = model->params().params();
+    for (std::size_t k = 0; k < ps.size(); ++k)
+        opt.set_lr_scale(k, std::pow(o.layer_decay, C.depth + 1 - ViTClassifier<float, C, K>::layer_id(ps[k].name)));
+
+    struct Subset : data::Dataset {  // the first n images (quick runs)
+        std::shared_ptr<const data::Dataset> base;
+        std::size_t n;
+        std::size_t size() const override { return n; }
+        data::RawImage get(std::size_t i) const override { return base->get(i); }
+        std::string description() const override { return base->description(); }
+        int num_classes() const override { return base->num_classes(); }
+    };
+    auto train_set = std::make_shared<Subset>();
+    train_set->base = data.train;
+    train_set->n = n_train;
+    const auto aug = data::pretrain_augmentation(data, C.image_size, C.in_chans);
+    const auto eval_cfg = data::eval_transform(data, C.image_size, C.in_chans);
+    data::BatchLoader loader(train_set, aug, o.batch, o.seed, 0, 4, 1);
+    const std::int64_t spe = loader.steps_per_epoch(), total = spe * o.epochs;
+    const double base_lr = o.base_lr > 0 ? o.base_lr : 1.25e-3;
+    const double warmup_epochs = o.warmup_epochs >= 0 ? o.warmup_epochs : 0.2 * o.epochs;
+    const auto sched = CosineSchedule::scaled(base_lr, o.min_lr, o.warmup_lr, o.batch, static_cast<std::int64_t>(warmup_epochs * spe), total);
+
+    std::vector<float> test_images;
+    std::vector<int> test_labels;
+    load_eval_images(*data.eval, eval_cfg, 0, n_test, test_images, test_labels);
+    auto evaluate = [&] {
+        std::size_t correct = 0;
+        constexpr int kEvalBatch = 250;
+        for (std::size_t i = 0; i < n_test; i += kEvalBatch) {
+            const int B = static_cast<int>(std::min<std::size_t>(kEvalBatch, n_test - i));
+            const auto& logits = model->forward(test_images.data() + i * C.image_numel(), B);
+            int hits = 0;
+            ops::cross_entropy_forward_backward<float>(nullptr, logits.data(), test_labels.data() + i, B, K, 0.f, &hits);
+            correct += static_cast<std::size_t>(hits);
+        }
+        return double(correct) / double(n_test);
+    };
+
+    EpochLog log(fs::path(o.out) / "metrics.jsonl");
+    examples::Progress progress(total, 0, o.log_every);
+    std::vector<float> dlogits(static_cast<std::size_t>(o.batch) * K);
+    const auto t0 = std::chrono::steady_clock::now();
+    nlohmann::json curve = nlohmann::json::array();
+    double top1 = 0;
+    for (int epoch = 0; epoch < o.epochs; ++epoch) {
+        double loss_sum = 0;
+        for (std::int64_t s = 0; s < spe; ++s) {
+            const std::int64_t step = epoch * spe + s;
+            const data::Batch batch = loader.next();
+            model->params().zero_grad();
+            const auto& logits = model->forward(batch.images.data(), o.batch);
+            const float loss = ops::cross_entropy_forward_backward<float>(dlogits.data(), logits.data(), batch.labels.data(), o.batch, K,
+                                                                          float(o.label_smoothing));
+            model->backward(dlogits.data());
+            const double gnorm = clip_grad_norm(model->params(), o.clip);
+            const double lr = sched(step);
+            if (!std::isfinite(loss) || !std::isfinite(gnorm))
+                throw std::runtime_error("non-finite " + examples::first_nonfinite(model->params(), loss) + " at step " + std::to_string(step));
+            opt.step(lr);
+            loss_sum += loss;
+            progress.update(step + 1, epoch, loss, lr, gnorm, o.batch);
+        }
+        top1 = evaluate();
+        const nlohmann::json row{{"epoch", epoch + 1}, {"train_loss", loss_sum / double(spe)}, {"test_top1", top1}, {"elapsed_s", seconds_since(t0)}};
+        log.write(row);
+        curve.push_back(row);
+        std::printf("epoch %d/%d: train loss %.4f, test top-1 %.2f%% (%zu images)\n", epoch + 1, o.epochs, loss_sum / double(spe), 100 * top1, n_test);
+        std::fflush(stdout);
+    }
+    progress.finish();
+    io::TensorFile weights;
+    io::export_params(weights, model->params());
+    io::write_safetensors(fs::path(o.out) / "model.safetensors", weights);
+    std::ofstream(fs::path(o.out) / "summary.json") << nlohmann::json{{"mode", "finetune"}, {"model", o.model}, {"init", o.init.empty() ? "random" : o.init},
+                                                                      {"epochs", o.epochs}, {"test_top1", top1}, {"wall_s", seconds_since(t0)},
+                                                                      {"curve", curve}}.dump(2);
+    std::printf("done: test top-1 %.2f%%; wrote %s/{metrics.jsonl,summary.json,model.safetensors}\n", 100 * top1, o.out.c_str());
+    return 0;
+}
+
+template <simmim::ViTConfig C, int K>
+int linprobe(const Options& o, const simmim::data::OpenedDataset& data, std::size_t n_train, std::size_t n_test) {
+    using namespace simmim;
+    constexpr int D = C.embed_dim, L = C.num_patches(), N = C.num_tokens();
+    const int block = o.probe_block >= 0 ? o.probe_block : (2 * C.depth) / 3;
+    if (block < 1 || block > C.depth) throw UsageError("--probe-block must lie in [1, " + std::to_string(C.depth) + "]");
+    auto mim = std::make_unique<ViTSimMIM<float, C>>(default_masking<C>(), o.seed);  // its encoder is what we probe
+    if (!o.init.empty()) load_encoder(mim->params(), o.init);
+    const auto eval_cfg = data::eval_transform(data, C.image_size, C.in_chans);
+    const auto t0 = std::chrono::steady_clock::now();
+
+    // frozen features: mean of the patch tokens of block `block`
+    auto extract = [&](const data::Dataset& ds, std::size_t n, std::vector<float>& feats, std::vector<int>& labels) {
+        feats.assign(n * D, 0.f);
+        labels.resize(n);
+        constexpr std::size_t kChunk = 250;
+        std::vector<float> images, zeros(kChunk * L, 0.f);
+        std::vector<int> lab;
+        for (std::size_t i = 0; i < n; i += kChunk) {
+            const std::size_t m = std::min(kChunk, n - i);
+            load_eval_images(ds, eval_cfg, i, m, images, lab);
+            const float* tokens = mim->encoder().forward_tokens(images.data(), zeros.data(), static_cast<int>(m), block);  // (m, N, D)
+            for (std::size_t b = 0; b < m; ++b) {
+                ops::mean_pool_forward(feats.data() + (i + b) * D, tokens + (b * N + 1) * D, 1, L, D);
+                labels[i + b] = lab[b];
+            }
+        }
+    };
+    std::vector<float> train_f, test_f;
+    std::vector<int> train_y, test_y;
+    extract(*data.train, n_train, train_f, train_y);
+    extract(*data.eval, n_test, test_f, test_y);
+    std::printf("features of block %d extracted for %zu + %zu images in %.1f s\n", block, n_train, n_test, seconds_since(t0));
+
+    LinearProbe<float, D, K> probe;
+    probe.fit_standardization(train_f.data(), n_train);
+    probe.standardize(train_f.data(), n_train);
+    probe.standardize(test_f.data(), n_test);
+    AdamW<float> opt(probe.params(), {0.9, 0.999, 1e-8, o.weight_decay});
+    const int B = o.batch;
+    const std::int64_t spe = static_cast<std::int64_t>(n_train / static_cast<std::size_t>(B)), total = spe * o.epochs;
+    const double base_lr = o.base_lr > 0 ? o.base_lr : 0.1;
+    const auto sched = CosineSchedule::scaled(base_lr, o.min_lr, o.warmup_lr, B, static_cast<std::int64_t>((o.warmup_epochs >= 0 ? o.warmup_epochs : 0.1 * o.epochs) * spe), total);
+    EpochLog log(fs::path(o.out) / "metrics.jsonl");
+    std::vector<float> xb(static_cast<std::size_t>(B) * D), logits(static_cast<std::size_t>(B) * K), dlogits(logits.size());
+    std::vector<int> yb(B);
+    std::vector<float> test_logits(n_test * K);
+    nlohmann::json curve = nlohmann::json::array();
+    double top1 = 0;
+    for (int epoch = 0; epoch < o.epochs; ++epoch) {
+        const auto order = data::detail::epoch_order(n_train, o.seed, epoch);
+        double loss_sum = 0;
+        for (std::int64_t s = 0; s < spe; ++s) {
+            for (int j = 0; j < B; ++j) {
+                const auto idx = static_cast<std::size_t>(order[static_cast<std::size_t>(s * B + j)]);
+                std::copy_n(train_f.data() + idx * D, D, xb.data() + static_cast<std::size_t>(j) * D);
+                yb[j] = train_y[idx];
+            }
+            probe.params().zero_grad();
+            probe.forward(logits.data(), xb.data(), B);
+            loss_sum += ops::cross_entropy_forward_backward<float>(dlogits.data(), logits.data(), yb.data(), B, K, 0.f);
+            probe.backward(dlogits.data(), xb.data(), B);
+            opt.step(sched(epoch * spe + s));
+        }
+        probe.forward(test_logits.data(), test_f.data(), static_cast<int>(n_test));
+        int hits = 0;
+        ops::cross_entropy_forward_backward<float>(nullptr, test_logits.data(), test_y.data(), static_cast<int>(n_test), K, 0.f, &hits);
+        top1 = double(hits) / double(n_test);
+        const nlohmann::json row{{"epoch", epoch + 1}, {"train_loss", loss_sum / double(spe)}, {"test_top1", top1}, {"elapsed_s", seconds_since(t0)}};
+        log.write(row);
+        curve.push_back(row);
+        std::printf("epoch %d/%d: train loss %.4f, test top-1 %.2f%%\n", epoch + 1, o.epochs, loss_sum / double(spe), 100 * top1);
+    }
+    std::ofstream(fs::path(o.out) / "summary.json") << nlohmann::json{{"mode", "linprobe"}, {"model", o.model}, {"init", o.init.empty() ? "random" : o.init},
+                                                                      {"block", block}, {"epochs", o.epochs}, {"test_top1", top1},
+                                                                      {"wall_s", seconds_since(t0)}, {"curve", curve}}.dump(2);
+    std::printf("done: linear probe of block %d, test top-1 %.2f%%; wrote %s/{metrics.jsonl,summary.json}\n", block, 100 * top1, o.out.c_str());
+    return 0;
+}
+
+template <simmim::ViTConfig C>
+int run(const Options& o) {
+    using namespace simmim;
+    examples::prepare_output_dir(o.out);
+    if (!o.init.empty() && !fs::is_regular_file(o.init)) throw UsageError("--init " + o.init + ": no such file");
+    const auto data = data::open_dataset(o.data);
+    const int K = data.train->num_classes();
+    const std::size_t n_train = o.max_train > 0 ? std::min<std::size_t>(o.max_train, data.train->size()) : data.train->size();
+    const std::size_t n_test = o.max_test > 0 ? std::min<std::size_t>(o.max_test, data.eval->size()) : data.eval->size();
+    if (n_train < static_cast<std::size_t>(o.batch)) throw UsageError("--batch is larger than the training set");
+    std::printf("simmim_finetune: %s %s of %s (%s) on %s: %zu train / %zu test images, %d classes, %d threads\n", o.mode.c_str(),
+                o.model.c_str(), o.init.empty() ? "a random encoder" : o.init.c_str(), o.init.empty() ? "random init" : "pretrained",
+                data.train->description().c_str(), n_train, n_test, K, omp_get_max_threads());
+    const bool ft = o.mode == "finetune";
+    if (K == 10) return ft ? finetune<C, 10>(o, data, n_train, n_test) : linprobe<C, 10>(o, data, n_train, n_test);
+    if (K == 100) return ft ? finetune<C, 100>(o, data, n_train, n_test) : linprobe<C, 100>(o, data, n_train, n_test);
+    throw UsageError("the dataset has " + std::to_string(K) + " classes; simmim_finetune is built for 10 or 100");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    Options o;
+    CLI::App app{"Fine-tune or linearly probe a SimMIM-pretrained (or random) ViT encoder; top-1 on the test split."};
+    app.add_option("--mode", o.mode, "finetune or linprobe")->capture_default_str();
+    app.add_option("--data", o.data, "Dataset with labels (as simmim_pretrain --data)")->capture_default_str();
+    app.add_option("--model", o.model, "Model preset (32-px presets and vit-tiny-test)")->capture_default_str();
+    app.add_option("--init", o.init, "Pretraining checkpoint or weights to start the encoder from (default: random init)");
+    app.add_option("--epochs", o.epochs, "Training epochs (required)");
+    app.add_option("--batch", o.batch, "Images (or feature rows) per step")->capture_default_str();
+    app.add_option("--base-lr", o.base_lr, "Peak lr per batch 512 (default 1.25e-3 fine-tuning, 0.1 probing)");
+    app.add_option("--warmup-epochs", o.warmup_epochs, "Warmup epochs (default 20% of the run fine-tuning, 10% probing)");
+    app.add_option("--warmup-lr", o.warmup_lr, "Warmup start lr per batch 512")->capture_default_str();
+    app.add_option("--min-lr", o.min_lr, "Final lr per batch 512")->capture_default_str();
+    app.add_option("--weight-decay", o.weight_decay, "AdamW weight decay")->capture_default_str();
+    app.add_option("--layer-decay", o.layer_decay, "Layer-wise lr decay (fine-tuning)")->capture_default_str();
+    app.add_option("--label-smoothing", o.label_smoothing, "Label smoothing (fine-tuning)")->capture_default_str();
+    app.add_option("--probe-block", o.probe_block, "Block whose output is probed (default 2/3 of the depth)");
+    app.add_option("--seed", o.seed, "Seed of head init, data order and augmentation")->capture_default_str();
+    app.add_option("--threads", o.threads, "OpenMP threads (default: all cores)");
+    app.add_option("--out", o.out, "Output directory")->capture_default_str();
+    app.add_option("--log-every", o.log_every, "Progress line every N steps when not on a terminal")->capture_default_str();
+    app.add_option("--max-train", o.max_train, "Use only the first N training images (quick runs)");
+    app.add_option("--max-test", o.max_test, "Evaluate on the first N test images only");
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e) == 0 ? 0 : 2;
+    }
+    try {
+        using UE = UsageError;
+        if (o.mode != "finetune" && o.mode != "linprobe") throw UE("--mode must be finetune or linprobe");
+        if (o.epochs < 1) throw UE("--epochs must be >= 1");
+        if (o.batch < 1 || o.log_every < 1 || o.max_train < 0 || o.max_test < 0) throw UE("--batch, --log-every must be >= 1; --max-* >= 0");
+        if (o.base_lr < 0 || o.min_lr < 0 || o.warmup_lr < 0 || o.weight_decay < 0) throw UE("learning rates and weight decay must be >= 0");
+        if (!(o.layer_decay > 0 && o.layer_decay <= 1)) throw UE("--layer-decay must lie in (0, 1]");
+        if (!(o.label_smoothing >= 0 && o.label_smoothing < 1)) throw UE("--label-smoothing must lie in [0, 1)");
+        if (o.threads < 0) throw UE("--threads must be >= 1");
+        if (o.data != "fashion-mnist" && !fs::is_directory(o.data)) throw UE("--data " + o.data + ": no such directory");
+        if (o.threads > 0) omp_set_num_threads(o.threads);
+        Eigen::setNbThreads(omp_get_max_threads());
+        int rc = 0;
+        bool supported = true;
+        const bool found = simmim::dispatch_preset(o.model, [&]<simmim::ViTConfig C>() {
+            if constexpr (C.image_size <= 32) rc = run<C>(o);
+            else supported = false;
+        });
+        if (!found) throw UE("unknown model preset '" + o.model + "'");
+        if (!supported) throw UE("simmim_finetune is built for the 32-px presets and vit-tiny-test, not " + o.model);
+        return rc;
+    } catch (const UsageError& e) {
+        std::fprintf(stderr, "simmim_finetune: error: %s\n", e.what());
+        return 2;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "\nsimmim_finetune: error: %s\n", e.what());
+        return 1;
+    }
+}
