@@ -49,6 +49,8 @@ inline constexpr ViTConfig vit_t4_32_c1{32, 1, 4, 192, 12, 3, 4, 8, 0.6};
 inline constexpr ViTConfig vit_t16_224{224, 3, 16, 192, 12, 3, 4, 32, 0.6};
 inline constexpr ViTConfig vit_s16_224{224, 3, 16, 384, 12, 6, 4, 32, 0.6};
 inline constexpr ViTConfig vit_b16_224{224, 3, 16, 768, 12, 12, 4, 32, 0.6};
+/// A small grey model for quick experiments (docs/results.md): 1/8 of vit-t4-32-c1's compute.
+inline constexpr ViTConfig vit_m4_32_c1{32, 1, 4, 96, 6, 3, 4, 8, 0.6};
 /// The tiny configuration of the PyTorch fixture (tests/fixtures/vit_tiny.safetensors).
 inline constexpr ViTConfig vit_tiny_test{16, 3, 4, 32, 2, 2, 4, 8, 0.6};
 
@@ -56,8 +58,9 @@ struct Named {
     std::string_view name;
     ViTConfig config;
 };
-inline constexpr std::array<Named, 6> all{{{"vit-t4-32", vit_t4_32},
+inline constexpr std::array<Named, 7> all{{{"vit-t4-32", vit_t4_32},
                                            {"vit-t4-32-c1", vit_t4_32_c1},
+                                           {"vit-m4-32-c1", vit_m4_32_c1},
                                            {"vit-t16-224", vit_t16_224},
                                            {"vit-s16-224", vit_s16_224},
                                            {"vit-b16-224", vit_b16_224},
