@@ -4,5 +4,7 @@
 #include "simmim/core/config.hpp"
 #include "simmim/core/random.hpp"
 #include "simmim/core/tensor.hpp"
+#include "simmim/masking/blockwise.hpp"
+#include "simmim/masking/central_square.hpp"
 #include "simmim/masking/masking.hpp"
 #include "simmim/model/simmim_model.hpp"
