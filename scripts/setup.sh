@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # scripts/setup.sh [--peer]: install the Debian packages simmim needs to build and test.
-#   --peer  also install python3-torch and python3-numpy (PyTorch peer scripts, fixture generation)
+#   --peer  also install python3-torch, python3-numpy, python3-matplotlib and OpenBLAS (PyTorch peer scripts,
+#           fixture generation, plots; without OpenBLAS torch falls back to the slow reference BLAS)
 # Idempotent: does nothing (no apt-get update) when every package is already installed.
 # Runs apt-get as root, through sudo when not root; without sudo it lists the packages and fails.
 set -euo pipefail
 
 packages=(build-essential cmake libeigen3-dev libxsimd-dev catch2 libbenchmark-dev nlohmann-json3-dev
           libcli11-dev libfmt-dev libstb-dev zlib1g-dev dataset-fashion-mnist)
-peer_packages=(python3-torch python3-numpy)
+peer_packages=(python3-torch python3-numpy python3-matplotlib libopenblas0-pthread)
 
 for arg in "$@"; do
   case "$arg" in
