@@ -19,7 +19,7 @@
 
 #include "simmim/core/config.hpp"
 #include "simmim/core/tensor.hpp"
-#include "simmim/ops/attention.hpp"
+#include "simmim/ops/attention_fused.hpp"
 #include "simmim/ops/fused.hpp"
 #include "simmim/ops/gelu.hpp"
 #include "simmim/ops/layernorm.hpp"
@@ -40,13 +40,13 @@ public:
         BatchTensor<T, Shape<N, D>> ln1, attn, mid, ln2;
         BatchTensor<T, Shape<N>> mean1, rstd1, mean2, rstd2;
         BatchTensor<T, Shape<N, 3 * D>> qkv;
-        BatchTensor<T, Shape<H, N, N>> probs;
+        BatchTensor<T, Shape<H, N>> lse;  // row log-sum-exp of the attention scores (fused attention)
         BatchTensor<T, Shape<N, F>> fc1, act;
         void resize(std::size_t B) {
             for (auto* t : {&ln1, &attn, &mid, &ln2}) t->resize(B);
             for (auto* t : {&mean1, &rstd1, &mean2, &rstd2}) t->resize(B);
             qkv.resize(B);
-            probs.resize(B);
+            lse.resize(B);
             fc1.resize(B);
             act.resize(B);
         }
@@ -83,7 +83,7 @@ public:
         const std::ptrdiff_t M = static_cast<std::ptrdiff_t>(B) * N;
         ops::layernorm_forward(c.ln1.data(), c.mean1.data(), c.rstd1.data(), in, norm1_w.data(), norm1_b.data(), M, D, kEps);
         ops::linear_forward(c.qkv.data(), c.ln1.data(), qkv_w.data(), qkv_b.data(), M, D, 3 * D);
-        ops::attention_forward(c.attn.data(), c.probs.data(), c.qkv.data(), B, N, H, Dh);
+        ops::attention_forward_fused(c.attn.data(), c.lse.data(), c.qkv.data(), B, N, H, Dh);
         ops::linear_forward(c.mid.data(), c.attn.data(), proj_w.data(), proj_b.data(), M, D, D);
         // mid = in + proj(attn); ln2 = norm2(mid)
         ops::residual_layernorm_forward(c.mid.data(), c.ln2.data(), c.mean2.data(), c.rstd2.data(), c.mid.data(), in, norm2_w.data(),
@@ -112,7 +112,7 @@ public:
         std::fill_n(s.d_attn.data(), M * D, T(0));
         ops::linear_backward(s.d_attn.data(), proj_w.grad(), proj_b.grad(), s.d_mid.data(), c.attn.data(), proj_w.data(), M, D, D);
         std::fill_n(s.d_qkv.data(), M * 3 * D, T(0));
-        ops::attention_backward(s.d_qkv.data(), s.d_attn.data(), c.qkv.data(), c.probs.data(), B, N, H, Dh);
+        ops::attention_backward_fused(s.d_qkv.data(), s.d_attn.data(), c.qkv.data(), c.attn.data(), c.lse.data(), B, N, H, Dh);
         std::fill_n(s.d_ln.data(), M * D, T(0));
         ops::linear_backward(s.d_ln.data(), qkv_w.grad(), qkv_b.grad(), s.d_qkv.data(), c.ln1.data(), qkv_w.data(), M, D, 3 * D);
         std::copy_n(s.d_mid.data(), M * D, din);
