@@ -1,0 +1,388 @@
+// Replays the inputs that fuzzing found (tests/regressions/<target>/) and the fuzz seed corpora
+// (fuzz/corpus/<target>/) through the same code as the fuzz targets (fuzz/fuzz_targets.hpp for the
+// file formats; the real example binaries for the command lines), and pins each finding's expected
+// behaviour. See docs/reliability.md.
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iterator>
+#include <algorithm>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "../fuzz/fuzz_targets.hpp"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define SIMMIM_TEST_UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SIMMIM_TEST_UNDER_ASAN 1
+#endif
+#endif
+#ifndef SIMMIM_TEST_UNDER_ASAN
+#define SIMMIM_TEST_UNDER_ASAN 0
+#endif
+
+namespace {
+
+namespace fs = std::filesystem;
+using Bytes = std::vector<std::uint8_t>;
+
+Bytes read_all(const fs::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    return Bytes(std::istreambuf_iterator<char>(in), {});
+}
+
+/// Regression inputs of findings that are not fixed yet: each has its own [!shouldfail] test below
+/// and is left out of the generic replay. When a fix lands, drop its entries here and that tag.
+const std::vector<std::string> kOpenFindings{
+    "checkpoint/steps-missing", "checkpoint/steps-negative", "checkpoint/steps-not-a-number",
+    "checkpoint/steps-out-of-range", "checkpoint/steps-trailing-garbage", "image/pnm-zero-width",
+    "image/jpeg-dht-over-256-codes", "image/jpeg-dht-over-256-codes-at-eof",
+    "image/jpeg-dht-over-256-codes-fill-before-soi", "image/tga-decompression-bomb"};
+
+bool is_open_finding(const fs::path& file) {
+    const std::string key = file.parent_path().filename().string() + "/" + file.filename().string();
+    return file.parent_path().parent_path().filename() == "regressions" &&
+           std::find(kOpenFindings.begin(), kOpenFindings.end(), key) != kOpenFindings.end();
+}
+
+/// The files of tests/regressions/<target>/ (open findings left out) and fuzz/corpus/<target>/, sorted.
+std::vector<fs::path> inputs_of(const std::string& target) {
+    std::vector<fs::path> files;
+    for (const char* base : {"tests/regressions/", "fuzz/corpus/"}) {
+        const fs::path dir = fs::path(SIMMIM_SOURCE_DIR) / (base + target);
+        if (!fs::is_directory(dir)) continue;
+        for (const auto& entry : fs::directory_iterator(dir))
+            if (entry.is_regular_file() && !is_open_finding(entry.path())) files.push_back(entry.path());
+    }
+    std::sort(files.begin(), files.end());
+    return files;
+}
+
+Bytes regression_input(const std::string& name) { return read_all(fs::path(SIMMIM_SOURCE_DIR) / "tests/regressions" / name); }
+
+void replay_all(const std::string& target, const std::function<void(const std::uint8_t*, std::size_t)>& run) {
+    const auto files = inputs_of(target);
+    REQUIRE(!files.empty());  // at least the seed corpus
+    for (const auto& file : files) {
+        const Bytes bytes = read_all(file);
+        INFO("input " << file.string());
+        CHECK_NOTHROW(run(bytes.data(), bytes.size()));
+    }
+}
+
+/// Runs `body` in a child process whose address space is limited to `limit_bytes`; returns the
+/// child's exit code (0: body returned, 3: std::bad_alloc, 4: another exception).
+[[maybe_unused]] int in_child_with_memory_limit(std::size_t limit_bytes, const std::function<void()>& body) {
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+        const rlimit limit{limit_bytes, limit_bytes};
+        ::setrlimit(RLIMIT_AS, &limit);
+        int code = 0;
+        try {
+            body();
+        } catch (const std::bad_alloc&) {
+            code = 3;
+        } catch (...) {
+            code = 4;
+        }
+        ::_exit(code);
+    }
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+struct ProgramResult {
+    int exit_code = -1;
+    std::string output;  // stdout and stderr
+};
+
+/// Runs build/examples/<program> with `args` (60 s limit); output captured.
+ProgramResult run_program(const std::string& program, const std::vector<std::string>& args) {
+    const fs::path exe = fs::path(SIMMIM_BINARY_DIR) / "examples" / program;
+    const fs::path log = fs::temp_directory_path() / ("simmim-fuzz-regression-" + std::to_string(::getpid()) + ".log");
+    std::vector<std::string> all{exe.string()};
+    all.insert(all.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (auto& a : all) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+        const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        ::dup2(fd, 1);
+        ::dup2(fd, 2);
+        ::alarm(60);
+        ::execv(exe.c_str(), argv.data());
+        ::_exit(127);
+    }
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    ProgramResult result;
+    result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    const Bytes out = read_all(log);
+    result.output.assign(out.begin(), out.end());
+    fs::remove(log);
+    return result;
+}
+
+/// The argv of a command-line fuzz input: the file split at '\n' (fuzz/fuzz_cli.hpp).
+std::vector<std::string> split_args(const Bytes& bytes) {
+    std::vector<std::string> args(1);
+    for (const std::uint8_t b : bytes) {
+        if (b == '\n') args.emplace_back();
+        else args.back().push_back(static_cast<char>(b));
+    }
+    if (bytes.empty()) args.clear();
+    return args;
+}
+
+bool examples_built() { return fs::exists(fs::path(SIMMIM_BINARY_DIR) / "examples" / "simmim_pretrain"); }
+
+/// A private directory holding a 16-image IDX training set (28 x 28) and an output directory, so
+/// that a simmim_pretrain run that gets past its checks costs milliseconds.
+struct TinyRun {
+    fs::path dir = fs::temp_directory_path() / ("simmim-fuzz-regression-run-" + std::to_string(::getpid()));
+    TinyRun() {
+        fs::remove_all(dir);
+        fs::create_directories(dir / "data");
+        const auto be32 = [](std::uint32_t v) { return Bytes{Bytes::value_type(v >> 24), Bytes::value_type(v >> 16), Bytes::value_type(v >> 8), Bytes::value_type(v)}; };
+        Bytes images = be32(0x803), labels = be32(0x801);
+        for (const std::uint32_t v : {16u, 28u, 28u}) { const Bytes b = be32(v); images.insert(images.end(), b.begin(), b.end()); }
+        const Bytes n = be32(16);
+        labels.insert(labels.end(), n.begin(), n.end());
+        for (std::size_t i = 0; i < 16 * 28 * 28; ++i) images.push_back(static_cast<std::uint8_t>(i * 7));
+        for (std::uint8_t i = 0; i < 16; ++i) labels.push_back(i % 10);
+        std::ofstream(dir / "data" / "train-images-idx3-ubyte", std::ios::binary).write(reinterpret_cast<const char*>(images.data()), std::streamsize(images.size()));
+        std::ofstream(dir / "data" / "train-labels-idx1-ubyte", std::ios::binary).write(reinterpret_cast<const char*>(labels.data()), std::streamsize(labels.size()));
+    }
+    ~TinyRun() { fs::remove_all(dir); }
+    /// simmim_pretrain vit-tiny-test, batch 8, 1 thread on the tiny set, plus `extra`.
+    ProgramResult pretrain(const std::vector<std::string>& extra) const {
+        std::vector<std::string> args{"--model", "vit-tiny-test", "--batch", "8", "--threads", "1", "--data", (dir / "data").string(),
+                                      "--out", (dir / "out").string()};
+        args.insert(args.end(), extra.begin(), extra.end());
+        return run_program("simmim_pretrain", args);
+    }
+};
+
+}  // namespace
+
+TEST_CASE("fuzz inputs: safetensors parser", "[fuzz]") { replay_all("safetensors", simmim::fuzz::safetensors_input); }
+TEST_CASE("fuzz inputs: checkpoint loader", "[fuzz]") { replay_all("checkpoint", simmim::fuzz::checkpoint_input); }
+TEST_CASE("fuzz inputs: IDX reader", "[fuzz]") { replay_all("idx", simmim::fuzz::idx_input); }
+TEST_CASE("fuzz inputs: CIFAR reader", "[fuzz]") { replay_all("cifar", simmim::fuzz::cifar_input); }
+TEST_CASE("fuzz inputs: image folder decoding and augmentation", "[fuzz]") { replay_all("image", simmim::fuzz::image_input); }
+
+TEST_CASE("fuzz inputs: simmim_pretrain command lines exit 0 or 2 before any work", "[fuzz][cli]") {
+    if (!examples_built()) {
+        WARN("examples not built: skipped");
+        return;
+    }
+    for (const auto& file : inputs_of("cli_pretrain")) {
+        auto args = split_args(read_all(file));
+        args.insert(args.end(), {"--out", "/dev/null/simmim-fuzz"});  // fuzz_cli_pretrain.cpp's guard
+        const ProgramResult r = run_program("simmim_pretrain", args);
+        INFO("input " << file.string() << "\noutput:\n" << r.output);
+        CHECK((r.exit_code == 0 || r.exit_code == 2));
+    }
+}
+
+TEST_CASE("fuzz inputs: simmim_reconstruct command lines exit 0 1 or 2", "[fuzz][cli]") {
+    if (!examples_built()) {
+        WARN("examples not built: skipped");
+        return;
+    }
+    for (const auto& file : inputs_of("cli_reconstruct")) {
+        auto args = split_args(read_all(file));
+        args.insert(args.end(), {"--weights", "/nonexistent/simmim-fuzz.safetensors"});  // fuzz_cli_reconstruct.cpp's guard
+        const ProgramResult r = run_program("simmim_reconstruct", args);
+        INFO("input " << file.string() << "\noutput:\n" << r.output);
+        CHECK((r.exit_code == 0 || r.exit_code == 1 || r.exit_code == 2));
+    }
+}
+
+// Finding idx-1 (fuzz_idx, out-of-memory): gunzip() reserved the gzip trailer's ISIZE, up to 4 GiB,
+// for any file starting with 1f 8b. Known bug until include/simmim/data/idx.hpp caps the hint
+// (docs/reliability.md); then this test passes and its [!shouldfail] tag must go. Not built under
+// AddressSanitizer, which reserves terabytes of shadow address space (RLIMIT_AS cannot work there);
+// the generic replay above still runs the input.
+#if !SIMMIM_TEST_UNDER_ASAN
+TEST_CASE("a gzip IDX file whose trailer claims 4 GiB is read within a 1 GiB address space", "[fuzz][idx][!shouldfail]") {
+    const Bytes input = regression_input("idx/gzip-isize-4gib");
+    REQUIRE(input.size() > 18);
+    const int code = in_child_with_memory_limit(std::size_t(1) << 30, [&] { simmim::fuzz::idx_input(input.data(), input.size()); });
+    CHECK(code == 0);
+}
+#endif
+
+// Finding cli-1 (review of the code fuzz_cli_pretrain's guard keeps out of reach, confirmed by
+// running the binary): the step count ceil(epochs * steps_per_epoch) is converted to int64 without
+// a range check, undefined behaviour for --epochs 1e300 or inf; on x86 it gives INT64_MIN and the
+// message blames --warmup ("--warmup 0 exceeds the run's -9223372036854775808 steps").
+TEST_CASE("simmim_pretrain rejects an --epochs beyond the int64 step range as a usage error naming --epochs", "[fuzz][cli][!shouldfail]") {
+    if (!examples_built()) {
+        WARN("examples not built: skipped");
+        return;
+    }
+    const TinyRun run;
+    for (const char* epochs : {"1e300", "inf"}) {
+        const ProgramResult r = run.pretrain({"--epochs", epochs, "--warmup", "0"});
+        INFO("--epochs " << epochs << ": exit " << r.exit_code << ", output:\n" << r.output);
+        CHECK(r.exit_code == 2);
+        CHECK(r.output.find("--epochs") != std::string::npos);
+    }
+}
+
+// Finding cli-2 (review, confirmed by running the binary): NaN passes the range checks of
+// --base-lr, --min-lr, --warmup-lr, --weight-decay and --clip-grad (written as `x <= 0` rather than
+// `!(x > 0)`). --clip-grad nan silently disables clipping and the run exits 0; the others train
+// until the first non-finite loss and exit 1. Each should be a usage error (exit 2) naming the option.
+TEST_CASE("simmim_pretrain rejects NaN learning rates and weight decay and clipping threshold as usage errors", "[fuzz][cli][!shouldfail]") {
+    if (!examples_built()) {
+        WARN("examples not built: skipped");
+        return;
+    }
+    const TinyRun run;
+    for (const char* option : {"--base-lr", "--min-lr", "--warmup-lr", "--weight-decay", "--clip-grad"}) {
+        const ProgramResult r = run.pretrain({"--steps", "1", option, "nan"});
+        INFO(option << " nan: exit " << r.exit_code << ", output:\n" << r.output);
+        CHECK(r.exit_code == 2);
+        CHECK(r.output.find(option) != std::string::npos);
+    }
+}
+
+// Finding ckpt-1 (fuzz_checkpoint; inputs made by mutating the seed's "optimizer_steps"):
+// load_checkpoint parses metadata "optimizer_steps" with std::stoll and reads it with map::at, so a
+// non-number, an out-of-range number or a missing key escapes as std::invalid_argument or
+// std::out_of_range (message "stoll" / "map::at", no file named), and "-3" or "12abc" load as step
+// counts -3 and 12. Each must be a SafetensorsError naming the file and the key.
+TEST_CASE("a checkpoint whose optimizer_steps is missing or not a number or negative is a SafetensorsError", "[fuzz][checkpoint][!shouldfail]") {
+    for (const char* name : {"steps-missing", "steps-not-a-number", "steps-out-of-range", "steps-negative", "steps-trailing-garbage"}) {
+        INFO("tests/regressions/checkpoint/" << name);
+        const Bytes input = regression_input(std::string("checkpoint/") + name);
+        const fs::path path = simmim::fuzz::scratch_dir("ckpt-1") / "checkpoint.safetensors";
+        simmim::fuzz::write_bytes(path, input.data(), input.size());
+        simmim::ViTSimMIM<float, simmim::fuzz::kFuzzCheckpointConfig> model(simmim::default_masking<simmim::fuzz::kFuzzCheckpointConfig>(), 0);
+        simmim::AdamW<float> opt(model.params());
+        try {
+            simmim::io::load_checkpoint(path, model.params(), opt);
+            FAIL_CHECK("loaded, with optimizer step count " << opt.steps());
+        } catch (const simmim::io::SafetensorsError& e) {
+            CHECK(std::string(e.what()).find(path.string()) != std::string::npos);
+            CHECK(std::string(e.what()).find("optimizer_steps") != std::string::npos);
+        } catch (const std::exception& e) {
+            FAIL_CHECK("escaped as another exception: " << e.what());
+        }
+    }
+}
+
+// Finding cli-3 (review of the --resume path, confirmed by running the binary): simmim_pretrain
+// reads the checkpoint's "step" and "config" metadata with map::at, std::stoll and json::parse, so a
+// checkpoint saved by io::save_checkpoint without them (or with a malformed value) ends in
+// "simmim_pretrain: error: map::at", naming neither the file nor the key.
+TEST_CASE("simmim_pretrain --resume of a checkpoint without run metadata names the file and the key", "[fuzz][cli][!shouldfail]") {
+    if (!examples_built()) {
+        WARN("examples not built: skipped");
+        return;
+    }
+    const TinyRun run;
+    REQUIRE(run.pretrain({"--steps", "2"}).exit_code == 0);
+    const fs::path saved = run.dir / "out" / "checkpoint.safetensors";
+    for (const char* key : {"config", "step"}) {
+        simmim::io::TensorFile file = simmim::io::read_safetensors(saved);
+        file.metadata.erase(key);
+        const fs::path edited = run.dir / (std::string("without-") + key + ".safetensors");
+        simmim::io::write_safetensors(edited, file);
+        const ProgramResult r = run.pretrain({"--steps", "2", "--resume", edited.string()});
+        INFO("without '" << key << "': exit " << r.exit_code << ", output:\n" << r.output);
+        CHECK((r.exit_code == 1 || r.exit_code == 2));
+        CHECK(r.output.find(edited.string()) != std::string::npos);
+        CHECK(r.output.find(key) != std::string::npos);
+    }
+}
+
+// Finding img-1 (fuzz_image, oracle "decoded image has a bad geometry"): stb_image 2.27 (Debian's
+// libstb-dev) reads a PGM whose width field is not a number as a 0x0 image, in stbi_info and in
+// stbi_load. validate() keeps such a file and get() returns a 0x0 image, so training stops later in
+// augment() with a DataError that does not name the file. validate() must skip it and get() must
+// throw a DataError naming it.
+TEST_CASE("an image file that stb_image decodes as 0x0 is skipped by validate and rejected by get", "[fuzz][image][!shouldfail]") {
+    const Bytes input = regression_input("image/pnm-zero-width");  // fuzz_image layout: byte 0 picks the name
+    REQUIRE(input.size() > 1);
+    const fs::path dir = simmim::fuzz::scratch_dir("img-1");
+    const fs::path path = dir / "image.png";
+    simmim::fuzz::write_bytes(path, input.data() + 1, input.size() - 1);
+    simmim::data::ImageFolderDataset unvalidated(dir);
+    try {
+        const auto image = unvalidated.get(0);
+        FAIL_CHECK("get(0) returned a " << image.width << "x" << image.height << "x" << image.channels << " image");
+    } catch (const simmim::data::DataError& e) {
+        CHECK(std::string(e.what()).find(path.string()) != std::string::npos);
+    }
+    simmim::data::ImageFolderDataset validated(dir);
+    CHECK_THROWS_AS(validated.validate(), simmim::data::DataError);  // nothing readable left
+}
+
+// Finding img-2 (fuzz_image, UBSan "index 257 out of bounds for type 'stbi_uc[257]'" in
+// stbi__build_huffman): stb_image 2.27 writes past its Huffman size table on a JPEG whose DHT
+// segment declares more than 256 codes (memory corruption inside the decoder's state; fixed upstream
+// in 2.28). ImageFolderDataset must reject such a file before stb_image sees it, in validate()
+// (stbi_info parses DHT segments that precede the frame header) and in get(). Not built in the
+// sanitizer build (scripts/sanitize.sh) while the bug is open: UBSan aborts the test process there.
+#if !SIMMIM_TEST_UNDER_ASAN
+TEST_CASE("a JPEG whose Huffman table declares more than 256 codes is rejected before decoding", "[fuzz][image][!shouldfail]") {
+    // The second input's oversized table starts 3 bytes before the end of the file (stb_image reads
+    // the missing counts as 0); the third starts with 0xFF fill bytes before the SOI marker, which
+    // stb_image skips. A check must read the file the way stb_image does.
+    for (const char* name : {"image/jpeg-dht-over-256-codes", "image/jpeg-dht-over-256-codes-at-eof",
+                             "image/jpeg-dht-over-256-codes-fill-before-soi"}) {
+        INFO("tests/regressions/" << name);
+        const Bytes input = regression_input(name);
+        REQUIRE(input.size() > 1);
+        const fs::path dir = simmim::fuzz::scratch_dir("img-2");
+        simmim::fuzz::write_bytes(dir / "image.jpg", input.data() + 1, input.size() - 1);
+        simmim::data::ImageFolderDataset unvalidated(dir);
+        try {
+            (void)unvalidated.get(0);  // undefined behaviour in stb_image today: under UBSan this aborts
+            FAIL_CHECK("get(0) decoded the file");
+        } catch (const simmim::data::DataError& e) {
+            CHECK(std::string(e.what()).find("Huffman") != std::string::npos);
+        }
+    }
+}
+#endif
+
+// Finding img-3 (fuzz_image, timeout): stb_image decodes by content, so a file named .png may be a
+// TGA, PSD, HDR, PNM, GIF or PIC; this 351-byte run-length TGA decodes to 65530 x 771 x 3 (150 MB)
+// and the augmentation then converts it to 600 MB of floats. get() should decode only the formats
+// the dataset lists (JPEG, PNG: STBI_ONLY_JPEG, STBI_ONLY_PNG) and refuse images above a pixel cap
+// (stbi_info first, or STBI_MAX_DIMENSIONS).
+TEST_CASE("a tiny file that would decode to 150 MB is rejected", "[fuzz][image][!shouldfail]") {
+    const Bytes input = regression_input("image/tga-decompression-bomb");
+    REQUIRE(input.size() > 1);
+    const fs::path dir = simmim::fuzz::scratch_dir("img-3");
+    simmim::fuzz::write_bytes(dir / "image.png", input.data() + 1, input.size() - 1);
+    simmim::data::ImageFolderDataset ds(dir);
+    try {
+        const auto image = ds.get(0);
+        FAIL_CHECK("decoded to " << image.width << "x" << image.height << "x" << image.channels);
+    } catch (const simmim::data::DataError&) {
+    }
+}
+
+// Finding img-4 (fuzz_image with the img-1..3 fixes applied, UBSan "signed integer overflow:
+// -715833747 * 3 cannot be represented in type 'int'" in stbi__jpeg_decode_block): stb_image 2.27
+// accumulates JPEG DC coefficients in int without the overflow checks added in 2.28. The input,
+// tests/regressions/image/jpeg-dc-overflow, reproduces the report only in the clang-built fuzz
+// target (build-fuzz/fuzz_image <file>); compiled by GCC, stb_image stops earlier on it ("expected
+// marker"), so here it is replayed by the generic image test above and has no case of its own.
