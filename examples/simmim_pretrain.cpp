@@ -94,11 +94,15 @@ int train(const Options& o) {
     std::int64_t start = 0;
     if (!o.resume.empty()) {
         const auto meta = io::load_checkpoint(o.resume, model->params(), opt);
-        const auto saved = nlohmann::json::parse(meta.at("config"));
+        const auto cfg_it = meta.find("config");
+        if (cfg_it == meta.end()) throw std::runtime_error("--resume " + o.resume + ": checkpoint metadata has no 'config'");
+        const auto saved = nlohmann::json::parse(cfg_it->second, nullptr, /*allow_exceptions=*/false);
+        if (saved.is_discarded()) throw std::runtime_error("--resume " + o.resume + ": checkpoint metadata 'config' is not JSON");
         if (saved != config)
             throw UsageError("--resume " + o.resume + " was written with a different configuration:\n  checkpoint: " + saved.dump() +
                              "\n  this run:   " + config.dump());
-        start = std::stoll(meta.at("step"));
+        start = io::metadata_count(meta, "step", "--resume " + o.resume);
+        if (start > total) throw UsageError("--resume " + o.resume + ": step " + std::to_string(start) + " is beyond the run's " + std::to_string(total) + " steps");
     }
     const fs::path ckpt_path = fs::path(o.out) / "checkpoint.safetensors";
     const fs::path metrics_path = fs::path(o.out) / "metrics.jsonl";
@@ -224,9 +228,13 @@ int main(int argc, char** argv) {
         using UE = UsageError;
         if ((o.steps > 0) == (o.epochs > 0)) throw UE("give exactly one of --steps N or --epochs E (both positive)");
         if (o.batch < 1) throw UE("--batch must be >= 1");
-        if (o.base_lr <= 0 || o.min_lr < 0 || o.warmup_lr < 0) throw UE("--base-lr must be > 0, --min-lr and --warmup-lr >= 0");
-        if (o.weight_decay < 0) throw UE("--weight-decay must be >= 0");
-        if (o.clip <= 0) throw UE("--clip-grad must be > 0");
+        // written as !(x > 0) so that NaN fails too
+        if (!std::isfinite(o.epochs) || o.epochs > 1e9) throw UE("--epochs must be a finite number of at most 1e9");
+        if (!(o.base_lr > 0) || !std::isfinite(o.base_lr)) throw UE("--base-lr must be a finite number > 0");
+        if (!(o.min_lr >= 0) || !std::isfinite(o.min_lr)) throw UE("--min-lr must be a finite number >= 0");
+        if (!(o.warmup_lr >= 0) || !std::isfinite(o.warmup_lr)) throw UE("--warmup-lr must be a finite number >= 0");
+        if (!(o.weight_decay >= 0) || !std::isfinite(o.weight_decay)) throw UE("--weight-decay must be a finite number >= 0");
+        if (!(o.clip > 0)) throw UE("--clip-grad must be > 0");
         if (o.mask_ratio != 0 && !(o.mask_ratio > 0 && o.mask_ratio < 1)) throw UE("--mask-ratio must lie in (0, 1)");
         if (o.mask_patch < 0) throw UE("--mask-patch must be positive");
         if (o.threads < 0) throw UE("--threads must be >= 1");

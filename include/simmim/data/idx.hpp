@@ -33,8 +33,10 @@ inline std::vector<std::uint8_t> gunzip(const std::vector<std::uint8_t>& in, con
     std::vector<std::uint8_t> out;
     if (in.size() >= 18) {  // ISIZE trailer: uncompressed size mod 2^32, a capacity hint only
         const std::size_t n = in.size();
-        out.reserve(std::uint32_t(in[n - 4]) | std::uint32_t(in[n - 3]) << 8 | std::uint32_t(in[n - 2]) << 16 |
-                    std::uint32_t(in[n - 1]) << 24);
+        const std::size_t claimed = std::uint32_t(in[n - 4]) | std::uint32_t(in[n - 3]) << 8 | std::uint32_t(in[n - 2]) << 16 |
+                                    std::uint32_t(in[n - 1]) << 24;
+        // deflate expands at most ~1032x: never trust the trailer beyond what the input can hold
+        out.reserve(std::min<std::size_t>(claimed, n * 1032));
     }
     z_stream zs{};
     if (inflateInit2(&zs, 16 + MAX_WBITS) != Z_OK) throw DataError(name + ": zlib inflateInit2 failed");

@@ -8,6 +8,8 @@
 // (seed, step), the step is the whole RNG and data-order state. Written atomically.
 #pragma once
 
+#include <charconv>
+#include <cstdint>
 #include <filesystem>
 #include <map>
 #include <string>
@@ -38,6 +40,19 @@ void save_checkpoint(const std::filesystem::path& path, const ParamArena<T>& par
 
 /// Restores parameters and optimizer state; returns the metadata. Throws naming the file if it is not
 /// a simmim checkpoint of this format or does not match the model.
+/// A non-negative integer metadata value; SafetensorsError naming the file and the key otherwise.
+inline std::int64_t metadata_count(const std::map<std::string, std::string>& metadata, const std::string& key, const std::string& file) {
+    const auto it = metadata.find(key);
+    if (it == metadata.end()) throw SafetensorsError(file + ": checkpoint metadata has no '" + key + "'");
+    std::int64_t value = -1;
+    const char* begin = it->second.data();
+    const char* end = begin + it->second.size();
+    const auto [ptr, ec] = std::from_chars(begin, end, value);
+    if (ec != std::errc{} || ptr != end || value < 0)
+        throw SafetensorsError(file + ": checkpoint metadata '" + key + "' is '" + it->second + "', expected a non-negative integer");
+    return value;
+}
+
 template <class T>
 std::map<std::string, std::string> load_checkpoint(const std::filesystem::path& path, ParamArena<T>& params, AdamW<T>& opt) {
     const TensorFile file = read_safetensors(path);
@@ -56,7 +71,7 @@ std::map<std::string, std::string> load_checkpoint(const std::filesystem::path& 
     }
     opt.exp_avg() = std::move(m);
     opt.exp_avg_sq() = std::move(v);
-    opt.set_steps(std::stoll(file.metadata.at("optimizer_steps")));
+    opt.set_steps(metadata_count(file.metadata, "optimizer_steps", path.string()));
     return file.metadata;
 }
 
