@@ -287,37 +287,25 @@ int main(int argc, char** argv) {
     app.add_option("--log-every", o.log_every, "Progress line every N steps when not on a terminal")->capture_default_str();
     app.add_option("--max-train", o.max_train, "Use only the first N training images (quick runs)");
     app.add_option("--max-test", o.max_test, "Evaluate on the first N test images only");
-    try {
-        app.parse(argc, argv);
-    } catch (const CLI::ParseError& e) {
-        return app.exit(e) == 0 ? 0 : 2;
-    }
-    try {
-        using UE = UsageError;
-        if (o.mode != "finetune" && o.mode != "linprobe") throw UE("--mode must be finetune or linprobe");
-        if (o.epochs < 1) throw UE("--epochs must be >= 1");
-        if (o.batch < 1 || o.log_every < 1 || o.max_train < 0 || o.max_test < 0) throw UE("--batch, --log-every must be >= 1; --max-* >= 0");
-        if (o.base_lr < 0 || o.min_lr < 0 || o.warmup_lr < 0 || o.weight_decay < 0) throw UE("learning rates and weight decay must be >= 0");
-        if (!(o.layer_decay > 0 && o.layer_decay <= 1)) throw UE("--layer-decay must lie in (0, 1]");
-        if (!(o.label_smoothing >= 0 && o.label_smoothing < 1)) throw UE("--label-smoothing must lie in [0, 1)");
-        if (o.threads < 0) throw UE("--threads must be >= 1");
-        if (o.data != "fashion-mnist" && !fs::is_directory(o.data)) throw UE("--data " + o.data + ": no such directory");
-        if (o.threads > 0) omp_set_num_threads(o.threads);
-        Eigen::setNbThreads(omp_get_max_threads());
+    return simmim::examples::run_cli("simmim_finetune", app, argc, argv, o.threads, [&] {
+        const auto need = simmim::examples::require_option;
+        need(o.mode == "finetune" || o.mode == "linprobe", "--mode must be finetune or linprobe");
+        need(o.epochs >= 1, "--epochs must be >= 1");
+        need(o.batch >= 1 && o.log_every >= 1 && o.max_train >= 0 && o.max_test >= 0, "--batch, --log-every must be >= 1; --max-* >= 0");
+        for (const auto& [name, v] : {std::pair{"--base-lr", o.base_lr}, {"--min-lr", o.min_lr}, {"--warmup-lr", o.warmup_lr},
+                                      {"--weight-decay", o.weight_decay}, {"--clip-grad", o.clip}})
+            need(v >= 0 && std::isfinite(v), std::string(name) + " must be a finite number >= 0");
+        need(o.layer_decay > 0 && o.layer_decay <= 1, "--layer-decay must lie in (0, 1]");
+        need(o.label_smoothing >= 0 && o.label_smoothing < 1, "--label-smoothing must lie in [0, 1)");
+        need(o.data == "fashion-mnist" || fs::is_directory(o.data), "--data " + o.data + ": no such directory");
         int rc = 0;
         bool supported = true;
         const bool found = simmim::dispatch_preset(o.model, [&]<simmim::ViTConfig C>() {
             if constexpr (C.image_size <= 32) rc = run<C>(o);
             else supported = false;
         });
-        if (!found) throw UE("unknown model preset '" + o.model + "'");
-        if (!supported) throw UE("simmim_finetune is built for the 32-px presets and vit-tiny-test, not " + o.model);
+        need(found, "unknown model preset '" + o.model + "'");
+        need(supported, "simmim_finetune is built for the 32-px presets and vit-tiny-test, not " + o.model);
         return rc;
-    } catch (const UsageError& e) {
-        std::fprintf(stderr, "simmim_finetune: error: %s\n", e.what());
-        return 2;
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "\nsimmim_finetune: error: %s\n", e.what());
-        return 1;
-    }
+    });
 }

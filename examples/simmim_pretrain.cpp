@@ -219,12 +219,7 @@ int main(int argc, char** argv) {
     app.add_option("--stop-after", o.stop_after, "Stop (saving a checkpoint) after N steps of this invocation, as if interrupted");
     app.add_option("--inject-nan-at", o.inject_nan_at, "Testing: make one gradient element NaN at this step")->group("");
     app.add_flag("--skip-nonfinite", o.skip_nonfinite, "Skip (and count) steps whose loss or gradient is not finite instead of stopping");
-    try {
-        app.parse(argc, argv);
-    } catch (const CLI::ParseError& e) {
-        return app.exit(e) == 0 ? 0 : 2;
-    }
-    try {
+    return simmim::examples::run_cli("simmim_pretrain", app, argc, argv, o.threads, [&] {
         using UE = UsageError;
         if ((o.steps > 0) == (o.epochs > 0)) throw UE("give exactly one of --steps N or --epochs E (both positive)");
         if (o.batch < 1) throw UE("--batch must be >= 1");
@@ -237,22 +232,13 @@ int main(int argc, char** argv) {
         if (!(o.clip > 0)) throw UE("--clip-grad must be > 0");
         if (o.mask_ratio != 0 && !(o.mask_ratio > 0 && o.mask_ratio < 1)) throw UE("--mask-ratio must lie in (0, 1)");
         if (o.mask_patch < 0) throw UE("--mask-patch must be positive");
-        if (o.threads < 0) throw UE("--threads must be >= 1");
         if (o.save_every < 0 || o.log_every < 1 || o.vis_every < 0 || o.vis_count < 1 || o.stop_after < 0)
             throw UE("--save-every, --vis-every, --stop-after must be >= 0; --log-every, --vis-count >= 1");
         if (o.data != "fashion-mnist" && !fs::is_directory(o.data)) throw UE("--data " + o.data + ": no such directory");
         if (!o.resume.empty() && !fs::is_regular_file(o.resume)) throw UE("--resume " + o.resume + ": no such file");
-        if (o.threads > 0) omp_set_num_threads(o.threads);
-        Eigen::setNbThreads(omp_get_max_threads());
         int rc = 0;
         const bool found = simmim::dispatch_preset(o.model, [&]<simmim::ViTConfig C>() { rc = train<C>(o); });
         if (!found) throw UE("unknown model preset '" + o.model + "' (see simmim_reconstruct --list-models)");
         return rc;
-    } catch (const UsageError& e) {
-        std::fprintf(stderr, "simmim_pretrain: error: %s\n", e.what());
-        return 2;
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "\nsimmim_pretrain: error: %s\n", e.what());
-        return 1;
-    }
+    });
 }

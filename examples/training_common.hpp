@@ -2,7 +2,11 @@
 // directory, the live progress line, the metrics log (JSON lines) and its loss-curve picture.
 #pragma once
 
+#include <omp.h>
 #include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <Eigen/Core>
 
 #include <algorithm>
 #include <chrono>
@@ -23,6 +27,35 @@ namespace simmim::examples {
 struct UsageError : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
+
+/// The shared main() of the example binaries: parses argv, sets the OpenMP/Eigen thread count
+/// (0 keeps all cores), runs body() and turns errors into one line on stderr and an exit code: 2 for a
+/// parse or usage error (before any work), 1 for any other error.
+template <class Body>
+int run_cli(const char* program, CLI::App& app, int argc, char** argv, const int& threads, Body&& body) {
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e) == 0 ? 0 : 2;
+    }
+    try {
+        if (threads < 0) throw UsageError("--threads must be >= 1");
+        if (threads > 0) omp_set_num_threads(threads);
+        Eigen::setNbThreads(omp_get_max_threads());
+        return body();
+    } catch (const UsageError& e) {
+        std::fprintf(stderr, "%s: error: %s\n", program, e.what());
+        return 2;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "\n%s: error: %s\n", program, e.what());
+        return 1;
+    }
+}
+
+/// Throws UsageError(what) unless `ok`; NaN must fail the condition (write `!(x > 0)`, not `x <= 0`).
+inline void require_option(bool ok, const std::string& what) {
+    if (!ok) throw UsageError(what);
+}
 
 /// Creates `dir` if needed and proves it writable with a probe file; UsageError otherwise.
 inline void prepare_output_dir(const std::filesystem::path& dir) {
