@@ -1,0 +1,228 @@
+// benchmarks/bench_train_step.cpp: one whole SimMIM training step of simmim::ViTSimMIM<float, preset>
+// (zero_grad, forward, backward, clip_grad_norm 5.0, AdamW step with the two parameter groups) on
+// vit-t4-32 (batch 64), vit-t16-224 (batch 16) and vit-s16-224 (batch 8), random N(0, 1)
+// ("normalised") images and official masks (RandomMaskPatch, the preset's mask patch and ratio).
+// The PyTorch peer is benchmarks/peer_train_step.py; compare.sh runs both, docs/performance.md has
+// the results.
+//
+// Validation before timing (per preset, once per process): three steps on one fixed batch; every loss
+// must be finite and the last must be below the first, else the process exits with a message.
+//
+// Counters (wall clock, UseRealTime, medians over repetitions):
+//   items_per_second  images per second (SetItemsProcessed)
+//   GFLOP/s           analytic forward+backward FLOPs per step / time (train_step_flops below)
+//   peak_frac         GFLOP/s / the FP32 FMA peak of all OpenMP threads, measured by this binary
+//                     (it is printed as a rate, "/s", because Google Benchmark computes it as one)
+//   peak_GFLOP/s      that measured peak (GFLOP/s over all threads, not a rate of this benchmark)
+//   peak_rss_MB       getrusage ru_maxrss of the whole process at the end of the benchmark: run one
+//                     preset per process (--benchmark_filter=vit-s16-224) for a per-preset figure.
+#include <benchmark/benchmark.h>
+
+#include <sys/resource.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <memory>
+#include <string>
+#include <vector>
+
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "simmim/core/config.hpp"
+#include "simmim/core/random.hpp"
+#include "simmim/model/simmim_model.hpp"
+#include "simmim/optim/adamw.hpp"
+
+namespace {
+
+constexpr double kClipNorm = 5.0;
+constexpr double kLearningRate = 5e-4;
+constexpr int kValidationSteps = 3;
+
+/// Analytic FLOPs of one forward+backward pass, element-wise work ignored:
+///   linear layer on M rows, K -> N:   6 M K N  (fwd 2 MKN, dX 2 MKN, dW 2 MKN)
+///     per block, M = B N_tok rows: qkv D -> 3D, proj D -> D, fc1 D -> 4D, fc2 4D -> D
+///     head (1x1 conv D -> p p C) on M = B L rows
+///   patch embedding (conv p x p, stride p) on M = B L rows, K = C p p -> D:  4 M K N
+///     (no input gradient: the images do not require one, neither here nor in the peer)
+///   attention per block: forward Q K^T and P V = 2 * 2 B H N_tok^2 Dh, backward twice that (no
+///     recomputation counted), so 3 * 4 B N_tok^2 D in all.
+template <simmim::ViTConfig C>
+double train_step_flops(int batch) {
+    const double B = batch, L = C.num_patches(), N = C.num_tokens(), D = C.embed_dim;
+    const double hidden = C.mlp_hidden(), patch_dim = C.patch_dim();
+    const double per_block_linear = 6.0 * B * N * (D * 3 * D + D * D + D * hidden + hidden * D);
+    const double per_block_attention = 3.0 * 4.0 * B * N * N * D;
+    const double patch_embed = 4.0 * B * L * patch_dim * D;
+    const double head = 6.0 * B * L * D * patch_dim;
+    return C.depth * (per_block_linear + per_block_attention) + patch_embed + head;
+}
+
+/// CPU time consumed by the calling thread, in seconds: unaffected by other processes on the core.
+double thread_cpu_seconds() {
+    timespec now{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
+    return static_cast<double>(now.tv_sec) + 1e-9 * static_cast<double>(now.tv_nsec);
+}
+
+/// FP32 FMA peak in GFLOP/s summed over all OpenMP threads (bench_gemm's method): each thread runs
+/// 24 independent FMA chains (more than FMA latency x throughput) for `seconds` of its own CPU time,
+/// 2 flops per lane per FMA; with AVX-512, _mm512_fmadd_ps on 16 lanes.
+double measure_peak_gflops(double seconds) {
+    double total = 0;
+#pragma omp parallel reduction(+ : total)
+    {
+        constexpr int kChains = 24;
+#ifdef __AVX512F__
+        constexpr int lanes = 16;
+        __m512 acc[kChains];
+        for (auto& a : acc) a = _mm512_setzero_ps();
+        const __m512 x = _mm512_set1_ps(1.0000001f), y = _mm512_set1_ps(1e-7f);
+#else
+        constexpr int lanes = 1;  // no AVX-512: scalar FMA, so the fraction is against a scalar peak
+        float acc[kChains] = {};
+        const float x = 1.0000001f, y = 1e-7f;
+#endif
+        long rounds = 0;
+        const double start = thread_cpu_seconds();
+        double elapsed = 0;
+        do {
+            for (int repeat = 0; repeat < 10000; ++repeat) {
+#pragma GCC unroll 24
+                for (int c = 0; c < kChains; ++c) {
+#ifdef __AVX512F__
+                    acc[c] = _mm512_fmadd_ps(acc[c], x, y);
+#else
+                    acc[c] = std::fma(acc[c], x, y);
+#endif
+                }
+            }
+            rounds += 10000;
+            elapsed = thread_cpu_seconds() - start;
+        } while (elapsed < seconds);
+        float sink = 0;
+        for (const auto& a : acc) {
+#ifdef __AVX512F__
+            sink += _mm512_reduce_add_ps(a);
+#else
+            sink += a;
+#endif
+        }
+        benchmark::DoNotOptimize(sink);
+        total += static_cast<double>(rounds) * kChains * 2.0 * lanes / elapsed / 1e9;
+    }
+    return total;
+}
+
+double g_peak_gflops = 0;  // all threads, measured in main before the benchmarks
+
+double peak_rss_megabytes() {
+    rusage usage{};
+    getrusage(RUSAGE_SELF, &usage);
+    return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
+}
+
+/// A model, its optimiser and one fixed batch: images (B, C, S, S) ~ N(0, 1), masks (B, h, w).
+template <simmim::ViTConfig C>
+struct TrainingSetup {
+    using Model = simmim::ViTSimMIM<float, C>;
+    explicit TrainingSetup(int batch_size)
+        : batch(batch_size), model(std::make_unique<Model>(simmim::default_masking<C>(), 1)),
+          optimizer(model->params(), {0.9, 0.999, 1e-8, 0.05}),
+          images(static_cast<std::size_t>(batch) * Model::image_numel),
+          mask(static_cast<std::size_t>(batch) * Model::L) {
+        simmim::Rng rng(simmim::derive_seed(2022, static_cast<std::uint64_t>(batch)));
+        for (auto& x : images) x = static_cast<float>(rng.normal());
+        model->draw_mask(7, 0, batch, mask.data());
+    }
+    float step() {
+        model->zero_grad();
+        const float loss = model->forward(images.data(), mask.data(), batch);
+        model->backward();
+        simmim::clip_grad_norm(model->params(), kClipNorm);
+        optimizer.step(kLearningRate);
+        return loss;
+    }
+    int batch;
+    std::unique_ptr<Model> model;
+    simmim::AdamW<float> optimizer;
+    std::vector<float> images;  // (B, C, S, S)
+    std::vector<float> mask;    // (B, h, w), 1 = masked
+};
+
+/// Loss finite at every step and lower after kValidationSteps steps on the fixed batch, or exit(1).
+template <simmim::ViTConfig C>
+void validate(TrainingSetup<C>& setup, const char* name) {
+    std::vector<float> losses;
+    for (int s = 0; s < kValidationSteps; ++s) losses.push_back(setup.step());
+    bool finite = true;
+    for (const float loss : losses) finite = finite && std::isfinite(loss);
+    if (!finite || !(losses.back() < losses.front())) {
+        std::fprintf(stderr, "bench_train_step: %s: the loss over %d steps on a fixed batch is not finite and "
+                             "decreasing:", name, kValidationSteps);
+        for (const float loss : losses) std::fprintf(stderr, " %g", loss);
+        std::fprintf(stderr, "\n");
+        std::exit(1);
+    }
+    std::printf("validated %s: loss %.5f -> %.5f over %d steps\n", name, losses.front(), losses.back(),
+                kValidationSteps);
+}
+
+template <simmim::ViTConfig C>
+void BM_train_step(benchmark::State& state, const char* name, int batch) {
+    // Built and validated once per process; repetitions reuse it (a repetition is a fresh State).
+    static TrainingSetup<C> setup(batch);
+    static const bool validated = (validate(setup, name), true);
+    benchmark::DoNotOptimize(validated);
+    float loss = 0;
+    for (auto _ : state) {
+        loss = setup.step();
+        benchmark::DoNotOptimize(loss);
+    }
+    if (!std::isfinite(loss)) state.SkipWithError("non-finite loss while timing");
+    const double flops = train_step_flops<C>(batch);
+    state.SetItemsProcessed(state.iterations() * batch);
+    state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+    state.counters["peak_frac"] =
+        benchmark::Counter(flops / (g_peak_gflops * 1e9), benchmark::Counter::kIsIterationInvariantRate);
+    state.counters["peak_GFLOP/s"] = g_peak_gflops;
+    state.counters["peak_rss_MB"] = peak_rss_megabytes();
+    state.counters["threads"] = static_cast<double>(
+#ifdef _OPENMP
+        omp_get_max_threads()
+#else
+        1
+#endif
+    );
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    benchmark::Initialize(&argc, argv);
+    if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+    g_peak_gflops = measure_peak_gflops(0.5);
+    std::printf("FP32 FMA peak, all OpenMP threads: %.1f GFLOP/s\n", g_peak_gflops);
+    namespace P = simmim::presets;
+    const auto register_preset = [](const char* name, auto function, int batch) {
+        const std::string label = std::string("train_step/") + name + "/batch" + std::to_string(batch);
+        benchmark::RegisterBenchmark(label.c_str(), function, name, batch)
+            ->UseRealTime()
+            ->Unit(benchmark::kMillisecond)
+            ->Iterations(3);
+    };
+    register_preset("vit-t4-32", BM_train_step<P::vit_t4_32>, 64);
+    register_preset("vit-t16-224", BM_train_step<P::vit_t16_224>, 16);
+    register_preset("vit-s16-224", BM_train_step<P::vit_s16_224>, 8);
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    return 0;
+}
