@@ -59,7 +59,6 @@ def run_preset(name, args):
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "pytorch"))
     import numpy as np
     import torch
-    import torch.nn as nn
     from simmim_reference import SimMIM, ViTConfig, adamw_param_groups
 
     torch.set_num_threads(args.threads)
@@ -67,14 +66,8 @@ def run_preset(name, args):
     img, chans, patch, dim, depth, heads, mlp, mask_patch, batch = PRESETS[name]
     model = SimMIM(ViTConfig(img_size=img, patch_size=patch, in_chans=chans, embed_dim=dim, depth=depth,
                              num_heads=heads, mlp_ratio=mlp))
-    with torch.no_grad():  # the C++ model's init: trunc normal 0.02 (cut at +-2), zero biases, LayerNorm 1 / 0
-        enc = model.encoder
-        for t in (enc.cls_token, enc.mask_token, enc.pos_embed):
-            nn.init.trunc_normal_(t, std=0.02, a=-2.0, b=2.0)
-        for m in model.modules():
-            if isinstance(m, (nn.Linear, nn.Conv2d)):
-                nn.init.trunc_normal_(m.weight, std=0.02, a=-2.0, b=2.0)
-                nn.init.zeros_(m.bias)
+    from peer_pretrain import init_model  # the C++ model's init, shared with the pretraining peer
+    init_model(model)
     model.train()
     params = list(model.parameters())
     optimizer = torch.optim.AdamW(adamw_param_groups(model, 0.05), lr=LEARNING_RATE, betas=(0.9, 0.999), eps=1e-8)
