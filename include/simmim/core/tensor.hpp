@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "simmim/core/random.hpp"
+
 namespace simmim {
 
 /// Allocator whose blocks start on a 64-byte boundary (a cache line, an AVX-512 register). Every
@@ -79,8 +81,13 @@ private:
     AlignedVector<T> data_;
 };
 
-/// How a parameter is initialised and whether AdamW decays it.
-enum class Init { TruncNormal002, Zeros, Ones };
+/// How a parameter is initialised (see ParamArena::initialize).
+///   TruncNormal002: normal(0, 0.02) truncated at +-2 (absolute; timm's trunc_normal_ defaults)
+///   TruncNormalStd: normal(0, 0.02) truncated at +-0.02, one standard deviation (BEiT / official SimMIM ViT)
+///   Zeros, Ones:    constants 0 and 1
+///   Constant:       ParamInfo::init_value (e.g. layer scale 0.1)
+/// After drawing, every value is multiplied by ParamInfo::init_scale (e.g. 1 / sqrt(2 layer_id)).
+enum class Init { TruncNormal002, Zeros, Ones, TruncNormalStd, Constant };
 
 /// Where a named parameter lives in the arena, with its PyTorch shape.
 struct ParamInfo {
@@ -90,6 +97,8 @@ struct ParamInfo {
     std::size_t size = 0;
     Init init = Init::Zeros;
     bool weight_decay = false;  // official groups: no decay on 1-D tensors, biases, tokens, pos embed
+    double init_value = 0.0;    // the value of Init::Constant
+    double init_scale = 1.0;    // multiplies the initial values (after drawing)
 };
 
 template <class T>
@@ -120,10 +129,12 @@ public:
     ParamArena(const ParamArena&) = delete;  // Param handles point at their arena
     ParamArena& operator=(const ParamArena&) = delete;
 
+    /// Registers a parameter; `init_value` is used by Init::Constant, `init_scale` multiplies the
+    /// drawn initial values.
     template <class S>
-    Param<T, S> add(std::string name, Init init, bool weight_decay) {
+    Param<T, S> add(std::string name, Init init, bool weight_decay, double init_value = 0.0, double init_scale = 1.0) {
         if (allocated_) throw std::logic_error("ParamArena: add('" + name + "') after allocate()");
-        ParamInfo info{std::move(name), S::as_vector(), total_, S::numel, init, weight_decay};
+        ParamInfo info{std::move(name), S::as_vector(), total_, S::numel, init, weight_decay, init_value, init_scale};
         total_ += S::numel;
         infos_.push_back(std::move(info));
         return Param<T, S>(this, infos_.back().offset);
@@ -145,6 +156,29 @@ public:
     T* grads() noexcept { return grads_.data(); }
     const T* grads() const noexcept { return grads_.data(); }
     void zero_grad() { std::fill(grads_.begin(), grads_.end(), T(0)); }
+
+    /// Initialises every value from its ParamInfo and zeroes the gradients. Parameter k draws from
+    /// Rng(derive_seed(seed, k)): reproducible and independent of the thread count.
+    void initialize(std::uint64_t seed) {
+        if (!allocated_) throw std::logic_error("ParamArena: initialize() before allocate()");
+        for (std::size_t k = 0; k < infos_.size(); ++k) {
+            const ParamInfo& p = infos_[k];
+            T* v = values_.data() + p.offset;
+            Rng rng(derive_seed(seed, k));
+            for (std::size_t i = 0; i < p.size; ++i) {
+                double x = 0;
+                switch (p.init) {
+                    case Init::TruncNormal002: x = rng.truncated_normal(0.02, -2.0, 2.0); break;
+                    case Init::TruncNormalStd: x = rng.truncated_normal(0.02, -0.02, 0.02); break;
+                    case Init::Zeros: x = 0; break;
+                    case Init::Ones: x = 1; break;
+                    case Init::Constant: x = p.init_value; break;
+                }
+                v[i] = T(x * p.init_scale);
+            }
+        }
+        zero_grad();
+    }
 
 private:
     std::vector<ParamInfo> infos_;

@@ -93,13 +93,7 @@ public:
           head_w(arena_.template add<Shape<K, D>>("head.weight", Init::TruncNormal002, true)),
           head_b(arena_.template add<Shape<K>>("head.bias", Init::Zeros, false)) {
         arena_.allocate();
-        const auto& ps = arena_.params();
-        for (std::size_t k = 0; k < ps.size(); ++k) {
-            Rng rng(derive_seed(seed, k));
-            T* v = arena_.values() + ps[k].offset;
-            for (std::size_t i = 0; i < ps[k].size; ++i)
-                v[i] = ps[k].init == Init::TruncNormal002 ? T(rng.truncated_normal(0.02, -2.0, 2.0)) : ps[k].init == Init::Ones ? T(1) : T(0);
-        }
+        arena_.initialize(seed);
     }
     ViTClassifier(const ViTClassifier&) = delete;
 

@@ -41,23 +41,10 @@ public:
     SimMIM(const SimMIM&) = delete;
     SimMIM& operator=(const SimMIM&) = delete;
 
-    /// Truncated normal (std 0.02, cut at +-2) for weights and tokens, zero biases, LayerNorm 1 / 0.
-    /// Parameter k draws from Rng(derive_seed(seed, k)): reproducible and independent of thread count.
-    void init(std::uint64_t seed) {
-        const auto& ps = arena_.params();
-        for (std::size_t k = 0; k < ps.size(); ++k) {
-            T* v = arena_.values() + ps[k].offset;
-            Rng rng(derive_seed(seed, k));
-            for (std::size_t i = 0; i < ps[k].size; ++i) {
-                switch (ps[k].init) {
-                    case Init::TruncNormal002: v[i] = T(rng.truncated_normal(0.02, -2.0, 2.0)); break;
-                    case Init::Zeros: v[i] = T(0); break;
-                    case Init::Ones: v[i] = T(1); break;
-                }
-            }
-        }
-        arena_.zero_grad();
-    }
+    /// Initialises every parameter as it registered itself (ParamArena::initialize): for the common
+    /// ViT, truncated normal (std 0.02, cut at +-2) weights and tokens, zero biases, LayerNorm 1 / 0.
+    /// Reproducible from `seed` and independent of the thread count.
+    void init(std::uint64_t seed) { arena_.initialize(seed); }
 
     /// Loss of a batch: images (B, C, S, S) normalised, mask (B, h, w) at the token grid, 1 = masked.
     /// Keeps what backward() needs; pred() holds the head output for every pixel.
