@@ -1,5 +1,10 @@
 // simmim/model/simmim_model.hpp: a SimMIM model composed from an encoder, a head, a loss and a
 // masking policy; it owns the parameter arena all parts register into.
+//
+// The head predicts a (B, C, R, R) image, R = pred_size (Head::out_size, the image size for heads
+// without one); the loss must work at the same resolution (Loss::resolution, likewise), which a
+// static_assert checks. The ablations of the paper are types:
+//   SimMIM<ViTEncoder<T, C>, MLPHead<T, C, 512, 8>, ReconstructionLoss<T, C, {.norm = LossNorm::L2, .resolution = 8}>, RandomMaskPatch>
 #pragma once
 
 #include <cstdint>
@@ -13,9 +18,26 @@
 #include "simmim/model/concepts.hpp"
 #include "simmim/model/linear_head.hpp"
 #include "simmim/model/masked_l1_loss.hpp"
+#include "simmim/model/mlp_head.hpp"
+#include "simmim/model/reconstruction_loss.hpp"
 #include "simmim/model/vit_encoder.hpp"
 
 namespace simmim {
+
+namespace detail {
+/// Hd::out_size when the head declares one (the side of its prediction), else the image size S.
+template <class Hd, int S>
+constexpr int head_out_size() {
+    if constexpr (requires { Hd::out_size; }) return Hd::out_size;
+    else return S;
+}
+/// Ls::resolution when the loss declares one (the side of the prediction it expects), else S.
+template <class Ls, int S>
+constexpr int loss_resolution() {
+    if constexpr (requires { Ls::resolution; }) return Ls::resolution;
+    else return S;
+}
+}  // namespace detail
 
 template <Encoder Enc, Head Hd, Loss Ls, MaskingPolicy Mask>
 class SimMIM {
@@ -28,6 +50,13 @@ public:
     static constexpr int S = config.image_size, Cin = config.in_chans, L = config.num_patches(), D = Enc::out_dim;
     static constexpr int token_grid = config.grid();
     static constexpr std::size_t image_numel = static_cast<std::size_t>(config.image_numel());
+    /// Side of the prediction: pred() is (B, C, pred_size, pred_size); the image size unless the head and
+    /// loss work at a lower prediction resolution.
+    static constexpr int pred_size = detail::head_out_size<Hd, S>();
+    static constexpr std::size_t pred_numel = static_cast<std::size_t>(Cin) * pred_size * pred_size;
+    static_assert(pred_size == detail::loss_resolution<Ls, S>(),
+                  "simmim: the head's prediction size (Head::out_size) and the loss's resolution (Loss::resolution) "
+                  "must agree");
 
     /// Builds the parts and initialises the parameters from `seed` (see init()).
     explicit SimMIM(Mask masking, std::uint64_t seed = 0)
@@ -47,14 +76,14 @@ public:
     void init(std::uint64_t seed) { arena_.initialize(seed); }
 
     /// Loss of a batch: images (B, C, S, S) normalised, mask (B, h, w) at the token grid, 1 = masked.
-    /// Keeps what backward() needs; pred() holds the head output for every pixel.
+    /// Keeps what backward() needs; pred() holds the head output (B, C, pred_size, pred_size).
     T forward(const T* images, const T* mask, int B) {
         if (B <= 0) throw std::invalid_argument("SimMIM::forward: batch must be positive");
         batch_ = B;
         images_ = images;
         mask_.assign(mask, mask + static_cast<std::ptrdiff_t>(B) * L);
         features_.resize(static_cast<std::size_t>(B) * L * D);
-        pred_.resize(static_cast<std::size_t>(B) * image_numel);
+        pred_.resize(static_cast<std::size_t>(B) * pred_numel);
         encoder_.forward(features_.data(), images, mask_.data(), B);
         head_.forward(pred_.data(), features_.data(), B);
         loss_ = loss_fn_.forward(pred_.data(), images, mask_.data(), B);
@@ -62,10 +91,12 @@ public:
     }
 
     /// Accumulates d loss / d parameter into the arena's gradients (call zero_grad() first for a fresh
-    /// step). If dimages is not null, accumulates d loss / d images into it (B, C, S, S).
+    /// step). If dimages is not null, accumulates d loss / d images into it (B, C, S, S): through the
+    /// encoder and, when the loss has a gradient for its target (ReconstructionLoss::target_gradient:
+    /// raw pixels, not the normalised target, which is a constant), directly through the target.
     void backward(T* dimages = nullptr) {
         const std::size_t B = static_cast<std::size_t>(batch_);
-        dpred_.assign(B * image_numel, T(0));
+        dpred_.assign(B * pred_numel, T(0));
         loss_fn_.backward(dpred_.data(), dimages, T(1), pred_.data(), images_, mask_.data(), batch_);
         dfeatures_.resize(B * L * D);
         head_.backward(dfeatures_.data(), dpred_.data());
@@ -78,11 +109,12 @@ public:
     void zero_grad() { arena_.zero_grad(); }
     ParamArena<T>& params() noexcept { return arena_; }
     const ParamArena<T>& params() const noexcept { return arena_; }
-    const AlignedVector<T>& pred() const noexcept { return pred_; }    // (B, C, S, S)
+    const AlignedVector<T>& pred() const noexcept { return pred_; }    // (B, C, pred_size, pred_size)
     const AlignedVector<T>& mask() const noexcept { return mask_; }    // (B, h, w)
     T loss() const noexcept { return loss_; }
     Enc& encoder() noexcept { return encoder_; }
     Hd& head() noexcept { return head_; }
+    const Ls& loss_function() const noexcept { return loss_fn_; }
     const Mask& masking() const noexcept { return masking_; }
 
 private:
