@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include "simmim/data/dataset.hpp"
@@ -22,7 +23,10 @@ public:
     static constexpr std::size_t kPixelBytes = 3 * kSide * kSide;  // 3072
 
     /// Loads every record of the split into memory. `which` is 10 or 100. DataError on a missing
-    /// file, a truncated record (naming file and record index) or a label out of range.
+    /// file, a truncated record (naming file and record index) or a label out of range. Before
+    /// reading a file it checks that the process can get the memory it needs (the file, plus the
+    /// decoded records so far and its own): DataError naming the file, the bytes needed and the bytes
+    /// available otherwise; a std::bad_alloc while loading also becomes a DataError naming the file.
     CifarDataset(const std::filesystem::path& dir, bool train, int which = 10) : dir_(dir), train_(train), which_(which) {
         if (which != 10 && which != 100)
             throw DataError("CIFAR " + dir.string() + ": which must be 10 or 100, found " + std::to_string(which));
@@ -35,7 +39,7 @@ public:
         } else {
             files.push_back(train ? "train.bin" : "test.bin");
         }
-        for (const auto& file : files) load_file(dir / file);
+        for (const auto& file : files) detail::rethrow_out_of_memory((dir / file).string(), [&] { load_file(dir / file); });
     }
 
     std::size_t size() const override { return labels_.size(); }
@@ -61,9 +65,17 @@ public:
 
 private:
     void load_file(const std::filesystem::path& path) {
-        const std::vector<std::uint8_t> bytes = detail::read_file(path);
         const std::size_t label_bytes = which_ == 10 ? 1 : 2;
         const std::size_t record = label_bytes + kPixelBytes;
+        std::error_code ec;
+        if (const auto file_size = std::filesystem::file_size(path, ec); !ec) {
+            // the file, and the (N, 32, 32, 3) pixels and labels of the records so far and of this file
+            // (a resize may hold the old and the new buffer at once)
+            const std::uint64_t records = labels_.size() + file_size / record;
+            detail::require_memory(path.string(), file_size + labels_.size() * (kPixelBytes + sizeof(int)) +
+                                                      records * (kPixelBytes + sizeof(int)));
+        }
+        const std::vector<std::uint8_t> bytes = detail::read_file(path);
         if (bytes.empty()) throw DataError(path.string() + ": file is empty, expected records of " + std::to_string(record) + " bytes");
         const std::size_t records = bytes.size() / record;
         if (bytes.size() % record != 0)

@@ -9,10 +9,13 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <new>
 #include <stdexcept>
 #include <string>
 #include <system_error>
 #include <vector>
+
+#include "simmim/core/memory.hpp"
 
 namespace simmim::data {
 
@@ -45,7 +48,31 @@ public:
 
 namespace detail {
 
-/// Whole file as bytes; DataError if it is missing, not a regular file or unreadable.
+/// DataError "<what>: needs <n> bytes of memory, but only <m> bytes are available (limited by ...)"
+/// when `needed` bytes exceed what the process can still get (simmim/core/memory.hpp).
+inline void require_memory(const std::string& what, std::uint64_t needed) {
+    if (auto message = memory_shortfall(what, needed)) throw DataError(*message);
+}
+
+/// Runs body() and returns its result; a std::bad_alloc escaping it becomes a DataError naming
+/// `what`, the bytes it needed (when `needed` > 0) and the memory left: no std::bad_alloc leaves a
+/// loader of simmim::data.
+template <class Body>
+auto rethrow_out_of_memory(const std::string& what, Body&& body, std::uint64_t needed = 0) -> decltype(body()) {
+    try {
+        return body();
+    } catch (const std::bad_alloc&) {
+        const MemoryAvailable available = available_memory();
+        throw DataError(what + ": out of memory: an allocation failed" +
+                        (needed > 0 ? " while loading what needs " + format_bytes(needed) : std::string()) + " (" +
+                        (available.limited_by.empty() ? std::string("no memory limit known")
+                                                      : format_bytes(available.bytes) + " available, limited by " + available.limited_by) +
+                        ")");
+    }
+}
+
+/// Whole file as bytes; DataError if it is missing, not a regular file, unreadable, or larger than
+/// the memory the process can still get (require_memory).
 inline std::vector<std::uint8_t> read_file(const std::filesystem::path& path) {
     std::error_code ec;
     const auto status = std::filesystem::status(path, ec);
@@ -53,9 +80,11 @@ inline std::vector<std::uint8_t> read_file(const std::filesystem::path& path) {
     if (!std::filesystem::is_regular_file(status)) throw DataError(path.string() + ": not a regular file");
     const auto size = std::filesystem::file_size(path, ec);
     if (ec) throw DataError(path.string() + ": cannot read file size (" + ec.message() + ")");
+    require_memory(path.string(), size);
     std::ifstream in(path, std::ios::binary);
     if (!in) throw DataError(path.string() + ": cannot open file for reading");
-    std::vector<std::uint8_t> bytes(static_cast<std::size_t>(size));
+    std::vector<std::uint8_t> bytes =
+        rethrow_out_of_memory(path.string(), [&] { return std::vector<std::uint8_t>(static_cast<std::size_t>(size)); }, size);
     in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
     const auto got = static_cast<std::uintmax_t>(in.gcount());
     if (got != size)

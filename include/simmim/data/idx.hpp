@@ -36,7 +36,9 @@ inline std::vector<std::uint8_t> gunzip(const std::vector<std::uint8_t>& in, con
         const std::size_t claimed = std::uint32_t(in[n - 4]) | std::uint32_t(in[n - 3]) << 8 | std::uint32_t(in[n - 2]) << 16 |
                                     std::uint32_t(in[n - 1]) << 24;
         // deflate expands at most ~1032x: never trust the trailer beyond what the input can hold
-        out.reserve(std::min<std::size_t>(claimed, n * 1032));
+        const std::size_t hint = std::min<std::size_t>(claimed, n * 1032);
+        require_memory(name + " (gzip, " + std::to_string(claimed) + " bytes uncompressed according to its trailer)", n + hint);
+        out.reserve(hint);
     }
     z_stream zs{};
     if (inflateInit2(&zs, 16 + MAX_WBITS) != Z_OK) throw DataError(name + ": zlib inflateInit2 failed");
@@ -136,9 +138,41 @@ class IdxDataset final : public Dataset {
 public:
     /// Loads both files; labels_path empty means unlabeled. DataError on a missing file, wrong
     /// magic, truncated or oversized file, corrupt gzip data, or a label count that differs from
-    /// the image count.
+    /// the image count. Before reading a file it checks that the process can get the memory the file
+    /// needs (its size, plus for a gzip file the uncompressed size its trailer states, capped at what
+    /// deflate can expand to): DataError naming the file, the bytes needed and the bytes available
+    /// otherwise; a std::bad_alloc while loading also becomes a DataError naming the file.
     explicit IdxDataset(const std::filesystem::path& images_path, const std::filesystem::path& labels_path = {})
         : images_path_(images_path) {
+        detail::rethrow_out_of_memory(images_path.string(), [&] { load(images_path, labels_path); });
+    }
+
+    std::size_t size() const override { return count_; }
+
+    RawImage get(std::size_t index) const override {
+        detail::check_index(index, count_, "IDX " + images_path_.string());
+        const std::size_t n = static_cast<std::size_t>(rows_) * static_cast<std::size_t>(cols_);
+        RawImage image;
+        image.width = cols_;
+        image.height = rows_;
+        image.channels = 1;
+        image.pixels.assign(pixels_.begin() + static_cast<std::ptrdiff_t>(index * n),
+                            pixels_.begin() + static_cast<std::ptrdiff_t>((index + 1) * n));
+        image.label = labels_.empty() ? -1 : int(labels_[index]);
+        return image;
+    }
+
+    std::string description() const override {
+        std::string text = "IDX " + images_path_.string() + " (" + std::to_string(count_) + " images " +
+                           std::to_string(rows_) + "x" + std::to_string(cols_) + "x1";
+        if (!labels_.empty()) text += ", " + std::to_string(num_classes_) + " classes";
+        return text + ")";
+    }
+
+    int num_classes() const override { return num_classes_; }
+
+private:
+    void load(const std::filesystem::path& images_path, const std::filesystem::path& labels_path) {
         const std::string image_name = images_path.string();
         {
             std::vector<std::uint8_t> raw = detail::read_file(images_path);
@@ -168,31 +202,6 @@ public:
         }
     }
 
-    std::size_t size() const override { return count_; }
-
-    RawImage get(std::size_t index) const override {
-        detail::check_index(index, count_, "IDX " + images_path_.string());
-        const std::size_t n = static_cast<std::size_t>(rows_) * static_cast<std::size_t>(cols_);
-        RawImage image;
-        image.width = cols_;
-        image.height = rows_;
-        image.channels = 1;
-        image.pixels.assign(pixels_.begin() + static_cast<std::ptrdiff_t>(index * n),
-                            pixels_.begin() + static_cast<std::ptrdiff_t>((index + 1) * n));
-        image.label = labels_.empty() ? -1 : int(labels_[index]);
-        return image;
-    }
-
-    std::string description() const override {
-        std::string text = "IDX " + images_path_.string() + " (" + std::to_string(count_) + " images " +
-                           std::to_string(rows_) + "x" + std::to_string(cols_) + "x1";
-        if (!labels_.empty()) text += ", " + std::to_string(num_classes_) + " classes";
-        return text + ")";
-    }
-
-    int num_classes() const override { return num_classes_; }
-
-private:
     std::filesystem::path images_path_;
     std::size_t count_ = 0;
     int rows_ = 0, cols_ = 0;

@@ -9,10 +9,15 @@
 #pragma once
 
 #include <charconv>
+#include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <new>
+#include <set>
 #include <string>
+#include <tuple>
+#include <vector>
 
 #include "simmim/io/model_io.hpp"
 #include "simmim/optim/adamw.hpp"
@@ -38,8 +43,6 @@ void save_checkpoint(const std::filesystem::path& path, const ParamArena<T>& par
     write_safetensors(path, file);
 }
 
-/// Restores parameters and optimizer state; returns the metadata. Throws naming the file if it is not
-/// a simmim checkpoint of this format or does not match the model.
 /// A non-negative integer metadata value; SafetensorsError naming the file and the key otherwise.
 inline std::int64_t metadata_count(const std::map<std::string, std::string>& metadata, const std::string& key, const std::string& file) {
     const auto it = metadata.find(key);
@@ -53,26 +56,67 @@ inline std::int64_t metadata_count(const std::map<std::string, std::string>& met
     return value;
 }
 
+/// Restores parameters and optimizer state from a checkpoint written by save_checkpoint(); returns its
+/// metadata. Transactional: everything is read and checked before anything changes, so on any error
+/// (a SafetensorsError naming the file and, where there is one, the tensor, key or element) `params`
+/// and `opt` are exactly as they were. Checked: metadata 'format' is this format and
+/// 'optimizer_steps' a non-negative integer; every parameter and both moments of every parameter are
+/// present with the parameter's shape and a floating-point dtype; no other tensor is present; every
+/// value is finite and every exp_avg_sq value is >= 0. Memory: see read_safetensors (std::bad_alloc
+/// becomes a SafetensorsError naming the file).
 template <class T>
 std::map<std::string, std::string> load_checkpoint(const std::filesystem::path& path, ParamArena<T>& params, AdamW<T>& opt) {
-    const TensorFile file = read_safetensors(path);
-    const auto fmt = file.metadata.find("format");
-    if (fmt == file.metadata.end() || fmt->second != kCheckpointFormat)
-        throw SafetensorsError(path.string() + ": not a simmim training checkpoint (metadata 'format' is '" +
-                               (fmt == file.metadata.end() ? std::string("<absent>") : fmt->second) + "', expected '" +
-                               kCheckpointFormat + "')");
-    import_params(params, file);
-    AlignedVector<T> m(params.size()), v(params.size());
-    for (const auto& p : params.params()) {
-        const auto em = file.get<T>("optimizer.exp_avg." + p.name, p.shape);
-        const auto ev = file.get<T>("optimizer.exp_avg_sq." + p.name, p.shape);
-        std::copy(em.begin(), em.end(), m.begin() + p.offset);
-        std::copy(ev.begin(), ev.end(), v.begin() + p.offset);
+    const std::string name = path.string();
+    try {
+        const TensorFile file = read_safetensors(path);
+        const auto fmt = file.metadata.find("format");
+        if (fmt == file.metadata.end() || fmt->second != kCheckpointFormat)
+            throw SafetensorsError(name + ": not a simmim training checkpoint (metadata 'format' is '" +
+                                   (fmt == file.metadata.end() ? std::string("<absent>") : fmt->second) + "', expected '" +
+                                   kCheckpointFormat + "')");
+        const std::int64_t steps = metadata_count(file.metadata, "optimizer_steps", name);
+
+        LoadOptions model_tensors;  // parameters: present, shaped, floating; nothing unexpected outside "optimizer."
+        const std::vector<T> values = detail::staged_params(params, file, model_tensors);
+        const auto require_finite = [&](const std::string& tensor, const T* data, std::size_t count, bool non_negative) {
+            for (std::size_t i = 0; i < count; ++i)
+                if (!std::isfinite(static_cast<double>(data[i])) || (non_negative && data[i] < T(0)))
+                    throw SafetensorsError(name + ": tensor '" + tensor + "' element " + std::to_string(i) + " is " +
+                                           std::to_string(static_cast<double>(data[i])) + ", expected a finite" +
+                                           (non_negative ? " non-negative" : "") + " value");
+        };
+        for (const auto& p : params.params()) require_finite(p.name, values.data() + p.offset, p.size, false);
+
+        AlignedVector<T> m(params.size()), v(params.size());
+        std::set<std::string> optimizer_names;
+        for (const auto& p : params.params()) {
+            for (const auto& [prefix, target, non_negative] :
+                 {std::tuple{"optimizer.exp_avg.", &m, false}, std::tuple{"optimizer.exp_avg_sq.", &v, true}}) {
+                const std::string tensor = prefix + p.name;
+                optimizer_names.insert(tensor);
+                const auto moment = detail::checked_float_tensor(file, name, tensor, p.shape, "optimizer tensor").template to<T>();
+                require_finite(tensor, moment.data(), moment.size(), non_negative);
+                std::copy(moment.begin(), moment.end(), target->begin() + static_cast<std::ptrdiff_t>(p.offset));
+            }
+        }
+        for (const auto& n : file.names())
+            if (n.starts_with("optimizer.") && !optimizer_names.count(n))
+                throw SafetensorsError(name + ": unexpected tensor '" + n + "' (not an AdamW moment of this model's parameters)");
+
+        // Every check passed: commit (nothing below can throw).
+        std::copy(values.begin(), values.end(), params.values());
+        opt.exp_avg() = std::move(m);
+        opt.exp_avg_sq() = std::move(v);
+        opt.set_steps(steps);
+        return file.metadata;
+    } catch (const std::bad_alloc&) {
+        const MemoryAvailable available = available_memory();
+        throw SafetensorsError(name + ": out of memory while loading the checkpoint (" +
+                               (available.limited_by.empty() ? std::string("no memory limit known")
+                                                             : format_bytes(available.bytes) + " available, limited by " +
+                                                                   available.limited_by) +
+                               ")");
     }
-    opt.exp_avg() = std::move(m);
-    opt.exp_avg_sq() = std::move(v);
-    opt.set_steps(metadata_count(file.metadata, "optimizer_steps", path.string()));
-    return file.metadata;
 }
 
 }  // namespace simmim::io

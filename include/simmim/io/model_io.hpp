@@ -48,11 +48,27 @@ struct LoadOptions {
     std::string only_params_with_prefix;
 };
 
-/// Loads every parameter of the arena from `file`. Errors name the source and the tensor: missing,
-/// unexpected (unless allowed), wrongly shaped, or not a floating-point dtype. Nothing is modified unless
-/// every check passes.
+namespace detail {
+
+/// DataError-free check of a parameter-like tensor: present, of `shape`, of a floating-point dtype.
+/// Throws SafetensorsError naming the source and the tensor otherwise.
+inline const TensorData& checked_float_tensor(const TensorFile& file, const std::string& src, const std::string& name,
+                                              const std::vector<std::int64_t>& shape, const char* kind = "tensor") {
+    if (!file.contains(name)) throw SafetensorsError(src + ": missing " + kind + " '" + name + "'");
+    const TensorData& t = file.at(name);
+    if (t.shape != shape)
+        throw SafetensorsError(src + ": " + kind + " '" + name + "' has shape " + shape_string(t.shape) + ", expected " +
+                               shape_string(shape));
+    if (t.dtype != DType::F32 && t.dtype != DType::F64 && t.dtype != DType::F16 && t.dtype != DType::BF16)
+        throw SafetensorsError(src + ": " + kind + " '" + name + "' has dtype " + std::string(dtype_name(t.dtype)) +
+                               ", expected a floating-point dtype (F32, F64, F16 or BF16)");
+    return t;
+}
+
+/// What import_params() would leave in the arena: its current values with every selected parameter
+/// replaced by the file's (converted to T), after every check. Modifies nothing.
 template <class T>
-void import_params(ParamArena<T>& arena, const TensorFile& file, const LoadOptions& opt = {}) {
+std::vector<T> staged_params(const ParamArena<T>& arena, const TensorFile& file, const LoadOptions& opt) {
     const std::string src = file.source.empty() ? std::string("<memory>") : file.source;
     std::set<std::string> expected;
     const auto selected = [&](const ParamInfo& p) { return p.name.starts_with(opt.only_params_with_prefix); };
@@ -60,25 +76,31 @@ void import_params(ParamArena<T>& arena, const TensorFile& file, const LoadOptio
         if (!selected(p)) continue;
         const std::string name = opt.prefix + p.name;
         expected.insert(name);
-        if (!file.contains(name)) throw SafetensorsError(src + ": missing tensor '" + name + "'");
-        const TensorData& t = file.at(name);
-        if (t.shape != p.shape)
-            throw SafetensorsError(src + ": tensor '" + name + "' has shape " + detail::shape_string(t.shape) + ", expected " +
-                                   detail::shape_string(p.shape));
-        if (t.dtype != DType::F32 && t.dtype != DType::F64 && t.dtype != DType::F16 && t.dtype != DType::BF16)
-            throw SafetensorsError(src + ": tensor '" + name + "' has dtype " + std::string(dtype_name(t.dtype)) +
-                                   ", expected a floating-point dtype (F32, F64, F16 or BF16)");
+        (void)checked_float_tensor(file, src, name, p.shape);
     }
     if (!opt.allow_unexpected)
         for (const auto& n : file.names())
             if (!expected.count(n) && std::none_of(opt.ignore_prefixes.begin(), opt.ignore_prefixes.end(),
                                                    [&](const std::string& pre) { return n.starts_with(pre); }))
                 throw SafetensorsError(src + ": unexpected tensor '" + n + "' (not a parameter of this model)");
+    std::vector<T> staged(arena.values(), arena.values() + arena.size());
     for (const auto& p : arena.params()) {
         if (!selected(p)) continue;
         const auto values = file.at(opt.prefix + p.name).template to<T>();
-        std::copy(values.begin(), values.end(), arena.values() + p.offset);
+        std::copy(values.begin(), values.end(), staged.begin() + static_cast<std::ptrdiff_t>(p.offset));
     }
+    return staged;
+}
+
+}  // namespace detail
+
+/// Loads every parameter of the arena from `file`. Errors name the source and the tensor: missing,
+/// unexpected (unless allowed), wrongly shaped, or not a floating-point dtype. Nothing is modified unless
+/// every check passes.
+template <class T>
+void import_params(ParamArena<T>& arena, const TensorFile& file, const LoadOptions& opt = {}) {
+    const std::vector<T> staged = detail::staged_params(arena, file, opt);
+    std::copy(staged.begin(), staged.end(), arena.values());
 }
 
 /// Writes the model's weights (F32, official names) with `metadata`, atomically.

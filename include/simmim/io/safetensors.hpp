@@ -30,6 +30,7 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <new>
 #include <optional>
 #include <set>
 #include <span>
@@ -42,10 +43,13 @@
 #include <vector>
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
+
+#include "simmim/core/memory.hpp"
 
 namespace simmim::io {
 
@@ -610,7 +614,11 @@ inline TensorFile parse_safetensors(std::span<const std::byte> file_bytes, std::
     return result;
 }
 
-/// Reads and parses a whole file (one read). Errors name the path.
+/// Reads and parses a whole file (one read). Errors name the path. Before reading it checks that the
+/// process can get twice the file's size (the file's bytes and the parsed tensors' copy, held at once):
+/// SafetensorsError naming the file, the bytes needed and the bytes available otherwise
+/// (simmim/core/memory.hpp); a std::bad_alloc while reading or parsing becomes a SafetensorsError
+/// naming the file too.
 inline TensorFile read_safetensors(const std::filesystem::path& path) {
     const auto fail = [&](const std::string& what, int error) {
         throw SafetensorsError("cannot read safetensors file '" + path.string() + "': " + what +
@@ -621,15 +629,30 @@ inline TensorFile read_safetensors(const std::filesystem::path& path) {
     struct stat status {};
     if (::fstat(::fileno(file.get()), &status) != 0) fail("cannot stat", errno);
     if (!S_ISREG(status.st_mode)) fail("not a regular file", 0);
-    std::vector<std::byte> bytes(static_cast<std::size_t>(status.st_size));
-    if (!bytes.empty()) {
-        const std::size_t got = std::fread(bytes.data(), 1, bytes.size(), file.get());
-        if (got != bytes.size()) {
-            fail("short read (" + std::to_string(got) + " of " + std::to_string(bytes.size()) + " bytes)",
-                 std::ferror(file.get()) ? errno : 0);
+    const auto file_size = static_cast<std::uint64_t>(status.st_size);
+    const std::uint64_t needed = file_size > std::numeric_limits<std::uint64_t>::max() / 2 ? file_size : 2 * file_size;
+    if (auto shortfall = memory_shortfall("safetensors file '" + path.string() + "' (" + std::to_string(file_size) + " bytes)", needed))
+        throw SafetensorsError(*shortfall);
+    try {
+        std::vector<std::byte> bytes(static_cast<std::size_t>(file_size));
+        if (!bytes.empty()) {
+            const std::size_t got = std::fread(bytes.data(), 1, bytes.size(), file.get());
+            if (got != bytes.size()) {
+                fail("short read (" + std::to_string(got) + " of " + std::to_string(bytes.size()) + " bytes)",
+                     std::ferror(file.get()) ? errno : 0);
+            }
         }
+        return parse_safetensors(bytes, path.string());
+    } catch (const std::bad_alloc&) {
+        const MemoryAvailable available = available_memory();
+        throw SafetensorsError("safetensors file '" + path.string() + "' (" + std::to_string(file_size) +
+                               " bytes): out of memory: an allocation failed while reading what needs about " +
+                               format_bytes(needed) + " (" +
+                               (available.limited_by.empty() ? std::string("no memory limit known")
+                                                             : format_bytes(available.bytes) + " available, limited by " +
+                                                                   available.limited_by) +
+                               ")");
     }
-    return parse_safetensors(bytes, path.string());
 }
 
 /// The bytes of a safetensors file holding `file`'s tensors (in names() order) and metadata; the
@@ -689,11 +712,11 @@ namespace detail {
 
 /// Writes `bytes` to `path` atomically: a temporary "<path>.tmp.<pid>" is written and fsynced, then
 /// renamed over `path`, then the directory is fsynced. On failure the temporary is removed and an
-/// existing file at `path` is left as it was.
+/// existing file at `path` is left as it was (the message says so).
 inline void write_file_atomically(const std::filesystem::path& path, std::span<const std::byte> bytes) {
     const auto error_text = [&](const std::string& what, int error) {
         return "cannot write safetensors file '" + path.string() + "': " + what + ": " +
-               std::system_category().message(error);
+               std::system_category().message(error) + " ('" + path.filename().string() + "' is left as it was)";
     };
     std::filesystem::path temporary = path;
     temporary += ".tmp." + std::to_string(::getpid());
@@ -723,18 +746,49 @@ inline void write_file_atomically(const std::filesystem::path& path, std::span<c
     }
 
     // Make the rename durable. EINVAL means the file system cannot sync directories.
+    const auto sync_error_text = [&](const std::string& what, int error) {
+        return "safetensors file '" + path.string() + "' written and renamed, but " + what + ": " + std::system_category().message(error);
+    };
     const std::filesystem::path directory = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
     const int dir_fd = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dir_fd < 0) throw SafetensorsError(error_text("written, but cannot open directory '" + directory.string() + "' to sync it", errno));
+    if (dir_fd < 0) throw SafetensorsError(sync_error_text("cannot open directory '" + directory.string() + "' to sync it", errno));
     const int sync_result = ::fsync(dir_fd);
     const int sync_error = errno;
     ::close(dir_fd);
     if (sync_result != 0 && sync_error != EINVAL) {
-        throw SafetensorsError(error_text("written, but fsync of directory '" + directory.string() + "' failed", sync_error));
+        throw SafetensorsError(sync_error_text("fsync of directory '" + directory.string() + "' failed", sync_error));
     }
 }
 
 }  // namespace detail
+
+/// Removes the temporaries "<path>.tmp.<pid>" that write_file_atomically left behind in a process
+/// that died during a write (SIGKILL, power loss) and that no longer runs: a file is removed only
+/// when <pid> is all digits and kill(<pid>, 0) fails with ESRCH (no such process), so the temporary
+/// of a live writer (this process included) is kept. Returns the removed paths. Errors listing the
+/// directory or removing a file are ignored (the files are garbage, not state).
+inline std::vector<std::filesystem::path> remove_stale_temporaries(const std::filesystem::path& path) {
+    namespace fs = std::filesystem;
+    std::vector<fs::path> removed;
+    const fs::path directory = path.has_parent_path() ? path.parent_path() : fs::path(".");
+    const std::string prefix = path.filename().string() + ".tmp.";
+    std::error_code ec;
+    fs::directory_iterator it(directory, ec);
+    if (ec) return removed;
+    for (; it != fs::directory_iterator(); it.increment(ec)) {
+        if (ec) break;
+        const std::string name = it->path().filename().string();
+        if (!name.starts_with(prefix) || name.size() == prefix.size()) continue;
+        const std::string_view digits = std::string_view(name).substr(prefix.size());
+        ::pid_t pid = 0;
+        const auto [end, parse_error] = std::from_chars(digits.data(), digits.data() + digits.size(), pid);
+        if (parse_error != std::errc{} || end != digits.data() + digits.size() || pid <= 0) continue;
+        if (::kill(pid, 0) == 0 || errno != ESRCH) continue;  // alive, or not ours to judge (EPERM)
+        std::error_code remove_error;
+        if (it->is_regular_file(remove_error) && fs::remove(it->path(), remove_error)) removed.push_back(it->path());
+    }
+    return removed;
+}
 
 /// Writes `file` to `path` atomically (see detail::write_file_atomically): readers see either the
 /// old file or the complete new one. Errors (cannot create, short write, ENOSPC, rename) throw
