@@ -45,5 +45,5 @@ for target in "${targets[@]}"; do
         -MMD -MF "$out/$program.o.d" -c "$root/examples/$program.cpp" -o "$out/$program.o"
     extra=("$out/$program.o")
   fi
-  "$cxx" "${common[@]}" -fsanitize=fuzzer,address,undefined -MMD -MF "$bin.d" "$root/fuzz/fuzz_$target.cpp" "${extra[@]}" -lz -o "$bin"
+  "$cxx" "${common[@]}" -fsanitize=fuzzer,address,undefined -MMD -MF "$bin.d" "$root/fuzz/fuzz_$target.cpp" "${extra[@]}" -lz -ljpeg -lpng -o "$bin"
 done

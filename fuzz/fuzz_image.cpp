@@ -1,4 +1,4 @@
-// fuzz/fuzz_image.cpp: libFuzzer target: ImageFolderDataset + stb_image decoding + the pretraining augmentation.
+// fuzz/fuzz_image.cpp: libFuzzer target: ImageFolderDataset + libjpeg-turbo / libpng decoding + the pretraining augmentation.
 // Input layout, accepted errors and oracles: simmim::fuzz::image_input in fuzz_targets.hpp.
 #include <cstddef>
 #include <cstdint>

@@ -186,29 +186,48 @@ inline void cifar_input(const std::uint8_t* input, std::size_t size) {
 
 /// The image-folder path of pretraining: ImageFolderDataset on a directory holding one file,
 /// validate(), get(0), then the pretraining augmentation. Input layout: byte 0 bits 0-1 choose the
-/// file name (.png, .jpg, .jpeg, .PNG; stb_image decodes by content, so every format it knows is
-/// reachable), bit 2 the model's channel count (3, else 1); the rest is the file. Oracles for an
-/// image that decodes: positive size, 1..4 channels, width * height * channels pixel bytes, the
-/// size stbi_info reported; the augmented output is finite.
+/// file name (.png, .jpg, .jpeg, .PNG; the decoder is chosen by content, so a JPEG named .png is
+/// decoded as JPEG and every other format is refused), bit 2 the model's channel count (3, else 1);
+/// the rest is the file. Oracles for an image that decodes: a JPEG or PNG signature; positive size,
+/// 1..4 channels, width * height * channels pixel bytes, at most the default pixel limit; the size
+/// and channels data::read_image_info reported on the file (validate()'s check); for a PNG, the size
+/// in its IHDR chunk (bytes 16-23, read here); the augmented output is finite.
 inline void image_input(const std::uint8_t* input, std::size_t size) {
     if (size < 1) return;
     static const char* const kNames[] = {"image.png", "image.jpg", "image.jpeg", "IMAGE.PNG"};
     const auto dir = scratch_dir("image");
     const auto path = dir / kNames[input[0] & 3];
-    write_bytes(path, input + 1, size - 1);
+    const std::uint8_t* file = input + 1;
+    const std::size_t file_size = size - 1;
+    write_bytes(path, file, file_size);
     const int channels = (input[0] & 4) ? 3 : 1;
     try {
         data::ImageFolderDataset ds(dir);
         ds.validate();
-        int info_w = 0, info_h = 0, info_c = 0;
-        require(stbi_info(path.c_str(), &info_w, &info_h, &info_c) == 1, "validate() kept a file stbi_info rejects");
+        data::ImageInfo info;
+        try {
+            info = data::read_image_info(path);
+        } catch (const data::DataError& e) {
+            oracle_failure(std::string("validate() kept a file whose header read_image_info rejects: ") + e.what());
+        }
         const data::RawImage img = ds.get(0);
+        const auto format = data::sniff_image_format(std::span<const std::uint8_t>(file, file_size));
+        require(format != data::ImageFormat::Unknown && format == info.format, "decoded a file without a JPEG/PNG signature");
         require(img.width > 0 && img.height > 0 && img.channels >= 1 && img.channels <= 4, "decoded image has a bad geometry");
+        require(std::uint64_t(img.width) * std::uint64_t(img.height) <= data::kDefaultMaxImagePixels, "decoded image exceeds the pixel limit");
         require(img.pixels.size() == std::size_t(img.width) * std::size_t(img.height) * std::size_t(img.channels),
                 "decoded image's pixel count differs from width * height * channels");
-        require(img.width == info_w && img.height == info_h,
-                "decoded size " + std::to_string(img.width) + "x" + std::to_string(img.height) + " differs from stbi_info's " +
-                    std::to_string(info_w) + "x" + std::to_string(info_h));
+        require(img.width == info.width && img.height == info.height && img.channels == info.channels,
+                "decoded " + std::to_string(img.width) + "x" + std::to_string(img.height) + "x" + std::to_string(img.channels) +
+                    " differs from the header's " + std::to_string(info.width) + "x" + std::to_string(info.height) + "x" +
+                    std::to_string(info.channels));
+        if (format == data::ImageFormat::Png) {
+            require(file_size >= 24 && std::memcmp(file + 12, "IHDR", 4) == 0, "decoded a PNG whose first chunk is not IHDR");
+            const auto be32 = [&](std::size_t at) {
+                return std::uint32_t(file[at]) << 24 | std::uint32_t(file[at + 1]) << 16 | std::uint32_t(file[at + 2]) << 8 | file[at + 3];
+            };
+            require(be32(16) == std::uint32_t(img.width) && be32(20) == std::uint32_t(img.height), "decoded size differs from the IHDR chunk's");
+        }
         data::AugmentConfig cfg;
         cfg.out_size = 16;
         cfg.out_channels = channels;

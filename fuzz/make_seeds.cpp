@@ -1,12 +1,17 @@
 // fuzz/make_seeds.cpp: writes the seed corpora under fuzz/corpus/<target>/ (committed; re-run
 // after a format change). Valid and near-valid inputs made with the project's own writers,
-// zlib and stb_image_write, so the fuzzer starts past the magic numbers and headers.
-//   g++ -std=c++20 -O1 -Iinclude -I/usr/include/eigen3 -I/usr/include/stb -fopenmp fuzz/make_seeds.cpp -lz -o /tmp/make_seeds
+// zlib, stb_image_write, libjpeg and libpng, so the fuzzer starts past the magic numbers and headers.
+//   g++ -std=c++20 -O1 -Iinclude -I/usr/include/eigen3 -I/usr/include/stb -fopenmp fuzz/make_seeds.cpp -lz -ljpeg -lpng -o /tmp/make_seeds
 //   /tmp/make_seeds fuzz/corpus
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #define STB_IMAGE_WRITE_STATIC
 #include <stb_image_write.h>
 #include <zlib.h>
+
+#include <csetjmp>
+#include <cstdio>
+#include <jpeglib.h>
+#include <png.h>
 
 #include <cstdint>
 #include <cstdio>
@@ -144,6 +149,77 @@ void cifar_seeds() {
     write("cifar", "cifar100_two_records", hundred);
 }
 
+/// A JPEG of w x h written by libjpeg: `components` 1 (grey), 3 (RGB) or 4 (CMYK, Adobe marker).
+Bytes libjpeg_file(int w, int h, int components, bool progressive) {
+    jpeg_compress_struct cinfo{};
+    jpeg_error_mgr err{};
+    cinfo.err = jpeg_std_error(&err);
+    jpeg_create_compress(&cinfo);
+    unsigned char* buffer = nullptr;
+    unsigned long size = 0;
+    jpeg_mem_dest(&cinfo, &buffer, &size);
+    cinfo.image_width = static_cast<JDIMENSION>(w);
+    cinfo.image_height = static_cast<JDIMENSION>(h);
+    cinfo.input_components = components;
+    cinfo.in_color_space = components == 1 ? JCS_GRAYSCALE : components == 3 ? JCS_RGB : JCS_CMYK;
+    jpeg_set_defaults(&cinfo);
+    jpeg_set_quality(&cinfo, 80, TRUE);
+    if (progressive) jpeg_simple_progression(&cinfo);
+    jpeg_start_compress(&cinfo, TRUE);
+    std::vector<std::uint8_t> row(static_cast<std::size_t>(w * components));
+    while (cinfo.next_scanline < cinfo.image_height) {
+        for (std::size_t i = 0; i < row.size(); ++i) row[i] = std::uint8_t(i * 29 + cinfo.next_scanline * 13);
+        JSAMPROW r = row.data();
+        jpeg_write_scanlines(&cinfo, &r, 1);
+    }
+    jpeg_finish_compress(&cinfo);
+    jpeg_destroy_compress(&cinfo);
+    Bytes out(buffer, buffer + size);
+    std::free(buffer);
+    return out;
+}
+
+/// A PNG of w x h written by libpng with the given bit depth and colour type (a 4-entry palette for
+/// type 3), optionally Adam7-interlaced and with a tRNS chunk.
+Bytes libpng_file(int w, int h, int bit_depth, int color_type, bool interlaced, bool trns) {
+    Bytes out;
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
+    png_infop info = png_create_info_struct(png);
+    if (setjmp(png_jmpbuf(png))) throw std::runtime_error("libpng write failed");
+    png_set_write_fn(
+        png, &out, [](png_structp p, png_bytep data, png_size_t n) { static_cast<Bytes*>(png_get_io_ptr(p))->insert(static_cast<Bytes*>(png_get_io_ptr(p))->end(), data, data + n); },
+        nullptr);
+    png_set_IHDR(png, info, png_uint_32(w), png_uint_32(h), bit_depth, color_type, interlaced ? PNG_INTERLACE_ADAM7 : PNG_INTERLACE_NONE,
+                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    if (color_type == PNG_COLOR_TYPE_PALETTE) {
+        png_color palette[4] = {{0, 0, 0}, {255, 0, 0}, {0, 200, 0}, {30, 60, 250}};
+        png_set_PLTE(png, info, palette, 4);
+        if (trns) {
+            png_byte alpha[2] = {0, 128};
+            png_set_tRNS(png, info, alpha, 2, nullptr);
+        }
+    } else if (trns) {
+        png_color_16 key{};
+        key.gray = key.red = key.green = key.blue = 1;
+        png_set_tRNS(png, info, nullptr, 0, &key);
+    }
+    png_write_info(png, info);
+    const int channels = color_type == PNG_COLOR_TYPE_RGB ? 3 : color_type == PNG_COLOR_TYPE_RGB_ALPHA ? 4 : color_type == PNG_COLOR_TYPE_GRAY_ALPHA ? 2 : 1;
+    const std::size_t row_bytes = (std::size_t(w) * std::size_t(channels) * std::size_t(bit_depth) + 7) / 8;
+    std::vector<std::vector<png_byte>> rows(static_cast<std::size_t>(h), std::vector<png_byte>(row_bytes));
+    std::vector<png_bytep> pointers;
+    for (std::size_t y = 0; y < rows.size(); ++y) {
+        for (std::size_t i = 0; i < row_bytes; ++i)
+            rows[y][i] = png_byte(color_type == PNG_COLOR_TYPE_PALETTE && bit_depth == 8 ? (i + y) % 4 : i * 41 + y * 7);
+        pointers.push_back(rows[y].data());
+    }
+    if (interlaced) png_set_interlace_handling(png);
+    png_write_image(png, pointers.data());
+    png_write_end(png, nullptr);
+    png_destroy_write_struct(&png, &info);
+    return out;
+}
+
 void image_seeds() {
     // fuzz_image.cpp's first byte: bits 0-1 pick the extension, bit 2 the model's channels.
     const auto sink = [](void* context, void* data, int size) {
@@ -172,6 +248,18 @@ void image_seeds() {
     Bytes hdr_file{4};
     stbi_write_hdr_to_func(sink, &hdr_file, w, h, 3, hdr.data());
     write("image", "hdr", hdr_file);
+    // The decoders' variants: libjpeg greyscale, progressive and CMYK JPEGs; libpng palette, tRNS,
+    // low and high bit depths, interlaced PNGs.
+    write("image", "jpg_grey_libjpeg", cat({{1}, libjpeg_file(9, 7, 1, false)}));
+    write("image", "jpg_progressive", cat({{1 | 4}, libjpeg_file(17, 9, 3, true)}));
+    write("image", "jpg_cmyk", cat({{2 | 4}, libjpeg_file(8, 8, 4, false)}));
+    write("image", "png_palette_trns", cat({{4}, libpng_file(7, 5, 2, PNG_COLOR_TYPE_PALETTE, false, true)}));
+    write("image", "png_palette8_interlaced", cat({{0}, libpng_file(9, 9, 8, PNG_COLOR_TYPE_PALETTE, true, false)}));
+    write("image", "png_grey1", cat({{0}, libpng_file(11, 3, 1, PNG_COLOR_TYPE_GRAY, false, false)}));
+    write("image", "png_grey16_trns_interlaced", cat({{0}, libpng_file(6, 6, 16, PNG_COLOR_TYPE_GRAY, true, true)}));
+    write("image", "png_rgba16", cat({{4}, libpng_file(3, 2, 16, PNG_COLOR_TYPE_RGB_ALPHA, false, false)}));
+    write("image", "png_jpeg_named_png", cat({{0 | 4}, libjpeg_file(5, 5, 3, false)}));  // content decides
+    // Formats that are refused (only JPEG and PNG are decoded), kept so the fuzzer also starts from them.
     write("image", "pgm", cat({{2}, text("P5\n3 2\n255\n"), {0, 50, 100, 150, 200, 250}}));
     write("image", "ppm", cat({{4}, text("P6\n1 2\n255\n"), {255, 0, 0, 0, 255, 0}}));
     // The smallest GIF: 1x1, one colour.

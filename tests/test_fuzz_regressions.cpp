@@ -43,10 +43,8 @@ Bytes read_all(const fs::path& path) {
 
 /// Regression inputs of findings that are not fixed yet: each has its own [!shouldfail] test below
 /// and is left out of the generic replay. When a fix lands, drop its entries here and that tag.
-const std::vector<std::string> kOpenFindings{
-    "image/pnm-zero-width",
-    "image/jpeg-dht-over-256-codes", "image/jpeg-dht-over-256-codes-at-eof",
-    "image/jpeg-dht-over-256-codes-fill-before-soi", "image/tga-decompression-bomb"};
+/// (None open: img-1 to img-4 were fixed by decoding with libjpeg-turbo and libpng instead of stb_image.)
+const std::vector<std::string> kOpenFindings{};
 
 bool is_open_finding(const fs::path& file) {
     const std::string key = file.parent_path().filename().string() + "/" + file.filename().string();
@@ -310,78 +308,96 @@ TEST_CASE("simmim_pretrain --resume of a checkpoint without run metadata names t
     }
 }
 
-// Finding img-1 (fuzz_image, oracle "decoded image has a bad geometry"): stb_image 2.27 (Debian's
-// libstb-dev) reads a PGM whose width field is not a number as a 0x0 image, in stbi_info and in
-// stbi_load. validate() keeps such a file and get() returns a 0x0 image, so training stops later in
-// augment() with a DataError that does not name the file. validate() must skip it and get() must
-// throw a DataError naming it.
-TEST_CASE("an image file that stb_image decodes as 0x0 is skipped by validate and rejected by get", "[fuzz][image][!shouldfail]") {
-    const Bytes input = regression_input("image/pnm-zero-width");  // fuzz_image layout: byte 0 picks the name
+namespace {
+
+/// The message of the DataError `body` throws ("" and a failed check if it throws none).
+template <class Body>
+std::string data_error_message(Body&& body) {
+    try {
+        body();
+    } catch (const simmim::data::DataError& e) {
+        return e.what();
+    }
+    FAIL_CHECK("no DataError");
+    return {};
+}
+
+/// Writes a fuzz_image input (byte 0 picks the name, the rest is the file) as `name` into a fresh
+/// scratch directory `sub`; returns the file's path.
+fs::path write_image_input(const std::string& sub, const std::string& regression, const std::string& name) {
+    const Bytes input = regression_input(regression);
     REQUIRE(input.size() > 1);
-    const fs::path dir = simmim::fuzz::scratch_dir("img-1");
-    const fs::path path = dir / "image.png";
+    const fs::path path = simmim::fuzz::scratch_dir(sub) / name;
     simmim::fuzz::write_bytes(path, input.data() + 1, input.size() - 1);
-    simmim::data::ImageFolderDataset unvalidated(dir);
+    return path;
+}
+
+/// get(0) of an unvalidated one-file folder must throw a DataError naming the file, and validate()
+/// must drop the file (so it throws: nothing is left).
+void check_image_refused(const fs::path& path) {
+    simmim::data::ImageFolderDataset unvalidated(path.parent_path());
     try {
         const auto image = unvalidated.get(0);
         FAIL_CHECK("get(0) returned a " << image.width << "x" << image.height << "x" << image.channels << " image");
     } catch (const simmim::data::DataError& e) {
-        CHECK(std::string(e.what()).find(path.string()) != std::string::npos);
+        CHECK_THAT(std::string(e.what()), Catch::Contains(path.string()));
     }
-    simmim::data::ImageFolderDataset validated(dir);
-    CHECK_THROWS_AS(validated.validate(), simmim::data::DataError);  // nothing readable left
+    simmim::data::ImageFolderDataset validated(path.parent_path());
+    CHECK_THROWS_AS(validated.validate(), simmim::data::DataError);
+}
+
+}  // namespace
+
+// Finding img-1 (fuzz_image, oracle "decoded image has a bad geometry"), fixed: stb_image 2.27
+// (Debian's libstb-dev) read a PGM whose width field is not a number as a 0x0 image, in stbi_info and
+// in stbi_load, so validate() kept the file and get() returned a 0x0 image. Images are now decoded by
+// libjpeg-turbo / libpng chosen by content: a PGM is refused (and a 0-sized JPEG or PNG too, see
+// tests/test_image_decode.cpp).
+TEST_CASE("an image file that stb_image decoded as 0x0 is skipped by validate and rejected by get", "[fuzz][image]") {
+    check_image_refused(write_image_input("img-1", "image/pnm-zero-width", "image.png"));
 }
 
 // Finding img-2 (fuzz_image, UBSan "index 257 out of bounds for type 'stbi_uc[257]'" in
-// stbi__build_huffman): stb_image 2.27 writes past its Huffman size table on a JPEG whose DHT
-// segment declares more than 256 codes (memory corruption inside the decoder's state; fixed upstream
-// in 2.28). ImageFolderDataset must reject such a file before stb_image sees it, in validate()
-// (stbi_info parses DHT segments that precede the frame header) and in get(). Not built in the
-// sanitizer build (scripts/sanitize.sh) while the bug is open: UBSan aborts the test process there.
-#if !SIMMIM_TEST_UNDER_ASAN
-TEST_CASE("a JPEG whose Huffman table declares more than 256 codes is rejected before decoding", "[fuzz][image][!shouldfail]") {
-    // The second input's oversized table starts 3 bytes before the end of the file (stb_image reads
-    // the missing counts as 0); the third starts with 0xFF fill bytes before the SOI marker, which
-    // stb_image skips. A check must read the file the way stb_image does.
+// stbi__build_huffman), fixed: stb_image 2.27 wrote past its Huffman size table on a JPEG whose DHT
+// segment declares more than 256 codes (fixed upstream in 2.28). libjpeg-turbo rejects such a table
+// ("Bogus Huffman table definition"). The second input's oversized table starts 3 bytes before the
+// end of the file; the third starts with 0xFF fill bytes before the SOI marker (stb_image skipped
+// them; it is no JPEG signature now). Each must be a DataError naming the file, in get() and validate().
+TEST_CASE("a JPEG whose Huffman table declares more than 256 codes is rejected", "[fuzz][image]") {
     for (const char* name : {"image/jpeg-dht-over-256-codes", "image/jpeg-dht-over-256-codes-at-eof",
                              "image/jpeg-dht-over-256-codes-fill-before-soi"}) {
         INFO("tests/regressions/" << name);
-        const Bytes input = regression_input(name);
-        REQUIRE(input.size() > 1);
-        const fs::path dir = simmim::fuzz::scratch_dir("img-2");
-        simmim::fuzz::write_bytes(dir / "image.jpg", input.data() + 1, input.size() - 1);
-        simmim::data::ImageFolderDataset unvalidated(dir);
-        try {
-            (void)unvalidated.get(0);  // undefined behaviour in stb_image today: under UBSan this aborts
-            FAIL_CHECK("get(0) decoded the file");
-        } catch (const simmim::data::DataError& e) {
-            CHECK(std::string(e.what()).find("Huffman") != std::string::npos);
-        }
+        check_image_refused(write_image_input("img-2", name, "image.jpg"));
     }
+    const fs::path first = write_image_input("img-2", "image/jpeg-dht-over-256-codes", "image.jpg");
+    CHECK_THAT(data_error_message([&] { (void)simmim::data::ImageFolderDataset(first.parent_path()).get(0); }),
+               Catch::Contains("Huffman"));
 }
-#endif
 
-// Finding img-3 (fuzz_image, timeout): stb_image decodes by content, so a file named .png may be a
-// TGA, PSD, HDR, PNM, GIF or PIC; this 351-byte run-length TGA decodes to 65530 x 771 x 3 (150 MB)
-// and the augmentation then converts it to 600 MB of floats. get() should decode only the formats
-// the dataset lists (JPEG, PNG: STBI_ONLY_JPEG, STBI_ONLY_PNG) and refuse images above a pixel cap
-// (stbi_info first, or STBI_MAX_DIMENSIONS).
-TEST_CASE("a tiny file that would decode to 150 MB is rejected", "[fuzz][image][!shouldfail]") {
-    const Bytes input = regression_input("image/tga-decompression-bomb");
-    REQUIRE(input.size() > 1);
-    const fs::path dir = simmim::fuzz::scratch_dir("img-3");
-    simmim::fuzz::write_bytes(dir / "image.png", input.data() + 1, input.size() - 1);
-    simmim::data::ImageFolderDataset ds(dir);
+// Finding img-3 (fuzz_image, timeout), fixed: stb_image decoded by content, so a file named .png could
+// be a TGA, PSD, HDR, PNM, GIF or PIC; this 351-byte run-length TGA decoded to 65530 x 771 x 3
+// (150 MB) and the augmentation then converted it to 600 MB of floats. Only JPEG and PNG are decoded
+// now, and images above ImageDecodeLimits::max_pixels (64 Mi by default) are refused from their header.
+TEST_CASE("a tiny file that would decode to 150 MB is rejected", "[fuzz][image]") {
+    check_image_refused(write_image_input("img-3", "image/tga-decompression-bomb", "image.png"));
+}
+
+// Finding img-4 (fuzz_image with the stb_image workarounds applied, UBSan "signed integer overflow:
+// -715833747 * 3 cannot be represented in type 'int'" in stbi__jpeg_decode_block), fixed by the switch
+// to libjpeg-turbo: stb_image 2.27 accumulated JPEG DC coefficients in int without the overflow checks
+// of 2.28. The input (tests/regressions/image/jpeg-dc-overflow) reproduced only in the clang-built
+// fuzz target; it is also replayed by the generic image test above. Whatever libjpeg-turbo makes of
+// it, the contract is an image of the size its header states or a DataError naming the file.
+TEST_CASE("the JPEG whose DC coefficients overflowed stb_image decodes or is a DataError naming the file", "[fuzz][image]") {
+    const fs::path path = write_image_input("img-4", "image/jpeg-dc-overflow", "image.jpg");
+    simmim::data::ImageFolderDataset ds(path.parent_path());
     try {
         const auto image = ds.get(0);
-        FAIL_CHECK("decoded to " << image.width << "x" << image.height << "x" << image.channels);
-    } catch (const simmim::data::DataError&) {
+        const auto info = simmim::data::read_image_info(path);
+        CHECK(image.width == info.width);
+        CHECK(image.height == info.height);
+        CHECK(image.pixels.size() == std::size_t(image.width) * std::size_t(image.height) * std::size_t(image.channels));
+    } catch (const simmim::data::DataError& e) {
+        CHECK_THAT(std::string(e.what()), Catch::Contains(path.string()));
     }
 }
-
-// Finding img-4 (fuzz_image with the img-1..3 fixes applied, UBSan "signed integer overflow:
-// -715833747 * 3 cannot be represented in type 'int'" in stbi__jpeg_decode_block): stb_image 2.27
-// accumulates JPEG DC coefficients in int without the overflow checks added in 2.28. The input,
-// tests/regressions/image/jpeg-dc-overflow, reproduces the report only in the clang-built fuzz
-// target (build-fuzz/fuzz_image <file>); compiled by GCC, stb_image stops earlier on it ("expected
-// marker"), so here it is replayed by the generic image test above and has no case of its own.

@@ -1,5 +1,6 @@
 // tests/consumer/main.cpp: the outside program built by tests/consumer_builds.sh. It composes a tiny
 // SimMIM model, takes one AdamW step and checks that the loss went down.
+#include <simmim/data/image_folder.hpp>
 #include <simmim/io/model_io.hpp>
 #include <simmim/optim/adamw.hpp>
 #include <simmim/simmim.hpp>
@@ -8,7 +9,9 @@
 #include <stb_image.h>
 #include <zlib.h>
 
+#include <cstdint>
 #include <cstdio>
+#include <string>
 #include <vector>
 
 int main() {
@@ -28,5 +31,15 @@ int main() {
         opt.step(1e-2);
     }
     std::printf("consumer: loss %.4f -> %.4f\n", first, last);
-    return last < first ? 0 : 1;
+    // simmim::data must link the image decoders (libpng, libjpeg-turbo): a PNG signature alone is a
+    // file that ends inside its header, which libpng reports and the dataset turns into a DataError.
+    const std::vector<std::uint8_t> truncated_png{0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A};
+    bool decoder_error = false;
+    try {
+        (void)simmim::data::decode_image(truncated_png, "probe.png");
+    } catch (const simmim::data::DataError& e) {
+        decoder_error = std::string(e.what()).find("libpng") != std::string::npos;
+    }
+    std::printf("consumer: truncated PNG %s\n", decoder_error ? "refused by libpng" : "NOT refused by libpng");
+    return last < first && decoder_error ? 0 : 1;
 }

@@ -4,37 +4,11 @@
 //
 // Classes are the first-level subdirectories that hold at least one image (anywhere below them),
 // in sorted order. Files and directories whose names start with '.' are ignored; symbolic links
-// to directories below root are not followed. Images are decoded in get() with stb_image, keeping
-// the file's own channel count (1 gray, 2 gray+alpha, 3 RGB, 4 RGBA; 16-bit PNGs become 8-bit).
-//
-// stb_image: this header compiles stb_image's implementation with static linkage into every
-// translation unit that includes it (STB_IMAGE_STATIC), so no separate .c file is needed. If
-// stb_image.h was already included before this header, that inclusion is used as it is and the
-// program must provide the implementation itself (STB_IMAGE_IMPLEMENTATION in one TU).
+// to directories below root are not followed. Images are decoded in get() with libjpeg-turbo or
+// libpng, chosen by the file's content (simmim/data/image_decode.hpp), keeping the file's own
+// channel count (1 grey, 2 grey+alpha, 3 RGB, 4 RGBA; palettes become RGB(A), 16-bit samples 8-bit).
+// Images with a zero side or above ImageDecodeLimits::max_pixels (default 64 Mi pixels) are refused.
 #pragma once
-
-#ifndef STBI_INCLUDE_STB_IMAGE_H
-#pragma GCC diagnostic push  // stb_image is C-style code: keep its warnings out of the user's build
-#pragma GCC diagnostic ignored "-Wunused-function"
-#pragma GCC diagnostic ignored "-Wconversion"
-#pragma GCC diagnostic ignored "-Wsign-conversion"
-#pragma GCC diagnostic ignored "-Wold-style-cast"
-#pragma GCC diagnostic ignored "-Wcast-qual"
-#pragma GCC diagnostic ignored "-Wdouble-promotion"
-#if !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wuseless-cast"
-#endif
-#define STB_IMAGE_STATIC
-#define STB_IMAGE_IMPLEMENTATION
-#if __has_include(<stb_image.h>)
-#include <stb_image.h>
-#else
-#include <stb/stb_image.h>  // Debian's libstb-dev without -I/usr/include/stb
-#endif
-#undef STB_IMAGE_IMPLEMENTATION  // a later #include <stb_image.h> must not expand it again
-#undef STB_IMAGE_STATIC
-#pragma GCC diagnostic pop
-#endif
 
 #include <algorithm>
 #include <cctype>
@@ -49,6 +23,7 @@
 #include <vector>
 
 #include "simmim/data/dataset.hpp"
+#include "simmim/data/image_decode.hpp"
 
 namespace simmim::data {
 
@@ -60,9 +35,71 @@ struct ValidationReport {
 
 class ImageFolderDataset final : public Dataset {
 public:
-    /// Scans `root` recursively for *.jpg, *.jpeg, *.png (any case); nothing is decoded yet.
-    /// DataError if root is not a directory or holds no image files.
-    explicit ImageFolderDataset(const std::filesystem::path& root) : root_(root) {
+    /// Scans `root` recursively for *.jpg, *.jpeg, *.png (any case); nothing is decoded yet. `limits`
+    /// apply to every image later decoded. DataError if root is not a directory or holds no image
+    /// files; running out of memory while listing is a DataError naming root too.
+    explicit ImageFolderDataset(const std::filesystem::path& root, const ImageDecodeLimits& limits = {})
+        : root_(root), limits_(limits) {
+        detail::rethrow_out_of_memory("ImageFolder " + root.string() + " (listing the files)", [&] { scan(root); });
+    }
+
+    /// Reads each file's header (at most its first 64 KiB unless the header is longer) and drops the
+    /// files that are not JPEG or PNG, whose header is malformed, or whose size is zero or above the
+    /// pixel limit. Labels keep their values. DataError if no file is left. Not thread-safe: call
+    /// before sharing the dataset.
+    ValidationReport validate() {
+        ValidationReport report;
+        std::vector<Entry> kept;
+        kept.reserve(entries_.size());
+        for (auto& entry : entries_) {
+            bool readable = true;
+            try {
+                (void)read_image_info(entry.path, limits_);
+            } catch (const DataError&) {
+                readable = false;
+            }
+            if (readable) {
+                kept.push_back(std::move(entry));
+            } else {
+                ++report.skipped;
+                if (report.first_skipped_names.size() < 5) report.first_skipped_names.push_back(entry.path.string());
+            }
+        }
+        entries_ = std::move(kept);
+        report.kept = entries_.size();
+        if (entries_.empty())
+            throw DataError("ImageFolder " + root_.string() + ": no readable image left after validation (" +
+                            std::to_string(report.skipped) + " skipped)");
+        return report;
+    }
+
+    std::size_t size() const override { return entries_.size(); }
+
+    /// Decodes file `index` (decode_image); DataError naming the file if it cannot be read or decoded,
+    /// is not a JPEG or PNG, has a zero side, exceeds the pixel limit, or does not fit in memory.
+    RawImage get(std::size_t index) const override {
+        detail::check_index(index, entries_.size(), "ImageFolder " + root_.string());
+        const Entry& entry = entries_[index];
+        RawImage image = decode_image(detail::read_file(entry.path), entry.path.string(), limits_);
+        image.label = entry.label;
+        return image;
+    }
+
+    std::string description() const override {
+        return "ImageFolder " + root_.string() + " (" + std::to_string(entries_.size()) + " images, " +
+               std::to_string(class_names_.size()) + " classes)";
+    }
+
+    int num_classes() const override { return static_cast<int>(class_names_.size()); }
+
+    /// Class names (first-level subdirectory names), indexed by label.
+    const std::vector<std::string>& class_names() const { return class_names_; }
+
+    /// The limits every decode applies.
+    const ImageDecodeLimits& limits() const { return limits_; }
+
+private:
+    void scan(const std::filesystem::path& root) {
         namespace fs = std::filesystem;
         std::error_code ec;
         if (!fs::is_directory(root, ec)) throw DataError("ImageFolder " + root.string() + ": not a directory");
@@ -99,63 +136,6 @@ public:
         }
     }
 
-    /// Reads each file's header (stbi_info) and drops the files stb_image cannot read. Labels keep
-    /// their values. DataError if no file is left. Not thread-safe: call before sharing the dataset.
-    ValidationReport validate() {
-        ValidationReport report;
-        std::vector<Entry> kept;
-        kept.reserve(entries_.size());
-        for (auto& entry : entries_) {
-            int w = 0, h = 0, c = 0;
-            if (stbi_info(entry.path.string().c_str(), &w, &h, &c) == 1) {
-                kept.push_back(std::move(entry));
-            } else {
-                ++report.skipped;
-                if (report.first_skipped_names.size() < 5) report.first_skipped_names.push_back(entry.path.string());
-            }
-        }
-        entries_ = std::move(kept);
-        report.kept = entries_.size();
-        if (entries_.empty())
-            throw DataError("ImageFolder " + root_.string() + ": no readable image left after validation (" +
-                            std::to_string(report.skipped) + " skipped)");
-        return report;
-    }
-
-    std::size_t size() const override { return entries_.size(); }
-
-    /// Decodes file `index`; DataError naming the file if it cannot be read or decoded.
-    RawImage get(std::size_t index) const override {
-        detail::check_index(index, entries_.size(), "ImageFolder " + root_.string());
-        const Entry& entry = entries_[index];
-        const std::vector<std::uint8_t> bytes = detail::read_file(entry.path);
-        if (bytes.size() > static_cast<std::size_t>(std::numeric_limits<int>::max()))
-            throw DataError(entry.path.string() + ": file of " + std::to_string(bytes.size()) + " bytes is too large to decode");
-        int w = 0, h = 0, c = 0;
-        stbi_uc* decoded = stbi_load_from_memory(bytes.data(), static_cast<int>(bytes.size()), &w, &h, &c, 0);
-        if (decoded == nullptr)
-            throw DataError(entry.path.string() + ": cannot decode image (stb_image: " + stbi_failure_reason() + ")");
-        RawImage image;
-        image.width = w;
-        image.height = h;
-        image.channels = c;
-        image.pixels.assign(decoded, decoded + static_cast<std::size_t>(w) * static_cast<std::size_t>(h) * static_cast<std::size_t>(c));
-        stbi_image_free(decoded);
-        image.label = entry.label;
-        return image;
-    }
-
-    std::string description() const override {
-        return "ImageFolder " + root_.string() + " (" + std::to_string(entries_.size()) + " images, " +
-               std::to_string(class_names_.size()) + " classes)";
-    }
-
-    int num_classes() const override { return static_cast<int>(class_names_.size()); }
-
-    /// Class names (first-level subdirectory names), indexed by label.
-    const std::vector<std::string>& class_names() const { return class_names_; }
-
-private:
     struct Entry {
         std::filesystem::path path;
         int label;
@@ -168,6 +148,7 @@ private:
     }
 
     std::filesystem::path root_;
+    ImageDecodeLimits limits_;
     std::vector<Entry> entries_;  // sorted by path
     std::vector<std::string> class_names_;
 };
