@@ -30,6 +30,7 @@
 #include "simmim/masking/blockwise.hpp"
 #include "simmim/masking/central_square.hpp"
 #include "simmim/masking/masking.hpp"
+#include "cli_errors.hpp"
 
 namespace {
 
@@ -173,11 +174,7 @@ int main(int argc, char** argv) {
         ->check(positive)
         ->capture_default_str();
     app.add_option("--csv", opt.csv, "Also write the results as CSV to this file");
-    try {
-        app.parse(argc, argv);
-    } catch (const CLI::ParseError& e) {
-        return app.exit(e) == 0 ? 0 : 2;
-    }
+    if (const auto exit_code = simmim::examples::parse_command_line("simmim_avgdist", app, argc, argv)) return *exit_code;
     if (opt.image_size % opt.model_patch != 0) {
         std::fprintf(stderr, "simmim_avgdist: error: --image-size %d is not a multiple of --model-patch %d\n", opt.image_size,
                      opt.model_patch);

@@ -72,6 +72,9 @@ int train(const Options& o) {
                          " and be a multiple of the model patch " + std::to_string(C.patch_size));
     RandomMaskPatch masking(C.image_size, mask_patch, C.patch_size, ratio);
     examples::prepare_output_dir(o.out);
+    // temporaries of checkpoint writes that a killed run left behind (io::remove_stale_temporaries)
+    for (const auto& stale : io::remove_stale_temporaries(fs::path(o.out) / "checkpoint.safetensors"))
+        std::printf("removed %s, left by an interrupted checkpoint write of a process that no longer runs\n", stale.c_str());
 
     auto data = data::open_dataset(o.data);
     if (data.skipped > 0) {

@@ -17,6 +17,7 @@
 #include "simmim/io/model_io.hpp"
 #include "simmim/io/png_grid.hpp"
 #include "simmim/simmim.hpp"
+#include "cli_errors.hpp"
 
 namespace {
 
@@ -105,11 +106,7 @@ int main(int argc, char** argv) {
     app.add_flag("--grads", opt.grads, "Also write the gradient of the loss for every parameter");
     app.add_option("--seed", opt.seed, "Seed of the mask drawn when the input has none");
     app.add_option("--png", opt.png, "Write a picture grid: original | masked | reconstruction | prediction");
-    try {
-        app.parse(argc, argv);
-    } catch (const CLI::ParseError& e) {
-        return app.exit(e) == 0 ? 0 : 2;
-    }
+    if (const auto exit_code = simmim::examples::parse_command_line("simmim_reconstruct", app, argc, argv)) return *exit_code;
     if (list) {
         list_models();
         return 0;

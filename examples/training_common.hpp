@@ -2,6 +2,7 @@
 // directory, the live progress line, the metrics log (JSON lines) and its loss-curve picture.
 #pragma once
 
+#include <fcntl.h>
 #include <omp.h>
 #include <unistd.h>
 
@@ -9,6 +10,7 @@
 #include <Eigen/Core>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -17,8 +19,10 @@
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <vector>
 
+#include "cli_errors.hpp"
 #include "simmim/core/tensor.hpp"
 
 namespace simmim::examples {
@@ -33,11 +37,7 @@ struct UsageError : std::runtime_error {
 /// parse or usage error (before any work), 1 for any other error.
 template <class Body>
 int run_cli(const char* program, CLI::App& app, int argc, char** argv, const int& threads, Body&& body) {
-    try {
-        app.parse(argc, argv);
-    } catch (const CLI::ParseError& e) {
-        return app.exit(e) == 0 ? 0 : 2;
-    }
+    if (const auto exit_code = parse_command_line(program, app, argc, argv)) return *exit_code;
     try {
         if (threads < 0) throw UsageError("--threads must be >= 1");
         if (threads > 0) omp_set_num_threads(threads);
@@ -57,17 +57,26 @@ inline void require_option(bool ok, const std::string& what) {
     if (!ok) throw UsageError(what);
 }
 
-/// Creates `dir` if needed and proves it writable with a probe file; UsageError otherwise.
+/// Creates `dir` if needed and proves it writable by writing, syncing and removing a probe file
+/// ".write-probe.<pid>"; UsageError naming the directory and the system's reason otherwise.
 inline void prepare_output_dir(const std::filesystem::path& dir) {
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);
     if (ec) throw UsageError("--out " + dir.string() + ": cannot create directory: " + ec.message());
-    const auto probe = dir / ".write-probe";
-    {
-        std::ofstream f(probe);
-        if (!(f << "ok")) throw UsageError("--out " + dir.string() + ": directory is not writable");
-    }
+    const auto probe = dir / (".write-probe." + std::to_string(::getpid()));
+    const auto fail = [&](const char* what, int error) {
+        throw UsageError("--out " + dir.string() + ": directory is not writable (" + what + " " + probe.filename().string() +
+                         ": " + std::system_category().message(error) + ")");
+    };
+    const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) fail("cannot create", errno);
+    const bool written = ::write(fd, "ok\n", 3) == 3 && ::fsync(fd) == 0;
+    const int write_error = errno;
+    const bool closed = ::close(fd) == 0;
+    const int close_error = errno;
     std::filesystem::remove(probe, ec);
+    if (!written) fail("cannot write", write_error);
+    if (!closed) fail("cannot close", close_error);
 }
 
 /// The name of the first parameter whose gradient is not finite (or "loss" when the loss is not).
