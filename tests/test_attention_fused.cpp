@@ -129,6 +129,102 @@ TEST_CASE("fused attention covers tile tails and odd head widths", "[attention][
     }
 }
 
+TEST_CASE("fused attention: single-tile and key-tiled paths around their boundary", "[attention][fused]") {
+    // N <= kMaxKeyTile (256) takes the single-tile path (query strips of 6, P and dS of the whole
+    // head), longer sequences the key-tiled one (balanced tiles: 257 -> 2 x 144 keys, 600 -> 3 x
+    // 208). B = 1 and B = 3 run head by head on two threads, B = 2 and B = 8 sample by sample.
+    static_assert(simmim::ops::detail::fused_attention::kMaxKeyTile == 256);
+    const AttnShape shapes[] = {{8, 4, 36, 32}, {3, 3, 65, 64}, {1, 1, 6, 64},   {2, 2, 255, 32},
+                                {1, 1, 256, 64}, {1, 2, 257, 32}, {1, 1, 600, 24}, {2, 1, 12, 40}};
+    for (const auto& s : shapes) {
+        check_against_naive<float>(s, 1e-5);
+        check_against_naive<double>(s, 1e-12);
+    }
+}
+
+TEST_CASE("fused attention masks padded keys when every score is very negative", "[attention][fused]") {
+    // k = -q + noise for every token, so all scores are about -|q|^2 / sqrt(Dh) (-60 .. -200 here).
+    // A padded key that leaked into the softmax (score 0 instead of -inf) would dominate every row.
+    for (const AttnShape s : {AttnShape{2, 2, 36, 32}, AttnShape{1, 2, 7, 5}, AttnShape{1, 1, 65, 64},
+                              AttnShape{1, 1, 300, 16}}) {
+        INFO(describe(s));
+        const std::size_t D = static_cast<std::size_t>(s.H) * s.Dh;
+        auto qkv = normal_vector<double>(s.qkv(), 31 + s.N, 0.3);
+        const auto base = normal_vector<double>(static_cast<std::size_t>(s.B) * D, 32, 1.0);
+        const double magnitude = 4.0 * std::pow(static_cast<double>(s.Dh), 0.25);
+        for (int b = 0; b < s.B; ++b)
+            for (int n = 0; n < s.N; ++n)
+                for (std::size_t c = 0; c < D; ++c) {
+                    double* row = &qkv[(static_cast<std::size_t>(b) * s.N + n) * 3 * D];
+                    row[c] += magnitude * base[b * D + c];      // q
+                    row[D + c] -= magnitude * base[b * D + c];  // k
+                }
+        std::vector<double> out_naive(s.out()), probs(static_cast<std::size_t>(s.B) * s.H * s.N * s.N);
+        simmim::ops::attention_forward(out_naive.data(), probs.data(), qkv.data(), s.B, s.N, s.H, s.Dh);
+        std::vector<double> out(s.out()), lse(s.rows());
+        simmim::ops::attention_forward_fused(out.data(), lse.data(), qkv.data(), s.B, s.N, s.H, s.Dh);
+        CHECK(relative_l2(out, out_naive) <= 1e-12);
+        const auto lse_ref = lse_oracle(qkv, s);
+        double lse_max = -INFINITY, lse_err = 0;
+        for (std::size_t i = 0; i < lse.size(); ++i) {
+            lse_max = std::max(lse_max, static_cast<double>(lse_ref[i]));
+            lse_err = std::max(lse_err, static_cast<double>(std::fabs(lse[i] - lse_ref[i]) / std::fabs(lse_ref[i])));
+        }
+        CHECK(lse_max < -40.0);  // the construction works: every row's log-sum-exp is far below 0
+        CHECK(lse_err <= 1e-12);
+        const auto dout = normal_vector<double>(s.out(), 33, 1.0);
+        std::vector<double> dqkv_naive(s.qkv(), 0.0), dqkv(s.qkv(), 0.0);
+        simmim::ops::attention_backward(dqkv_naive.data(), dout.data(), qkv.data(), probs.data(), s.B, s.N, s.H, s.Dh);
+        simmim::ops::attention_backward_fused(dqkv.data(), dout.data(), qkv.data(), out.data(), lse.data(), s.B, s.N, s.H,
+                                              s.Dh);
+        CHECK(relative_l2(dqkv, dqkv_naive) <= 1e-10);
+    }
+}
+
+TEST_CASE("fused attention results do not depend on earlier calls (reused scratch)", "[attention][fused]") {
+    // The per-thread scratch is kept between calls and never cleared: a call after a larger one with
+    // other data must give bit-identical results to the same call made before it.
+    const AttnShape small{2, 3, 40, 32}, large{1, 2, 300, 64};
+    const auto run = [](const AttnShape& s, std::uint64_t seed) {
+        const auto qkv = normal_vector<float>(s.qkv(), seed, 1.5);
+        const auto dout = normal_vector<float>(s.out(), seed + 1, 1.0);
+        std::vector<float> out(s.out()), lse(s.rows()), dqkv(s.qkv(), 0.0f);
+        simmim::ops::attention_forward_fused(out.data(), lse.data(), qkv.data(), s.B, s.N, s.H, s.Dh);
+        simmim::ops::attention_backward_fused(dqkv.data(), dout.data(), qkv.data(), out.data(), lse.data(), s.B, s.N, s.H,
+                                              s.Dh);
+        out.insert(out.end(), lse.begin(), lse.end());
+        out.insert(out.end(), dqkv.begin(), dqkv.end());
+        return out;
+    };
+    const auto first = run(small, 41);
+    run(large, 42);
+    const auto second = run(small, 41);
+    CHECK(first == second);
+}
+
+TEST_CASE("fused attention packs K^T panels like the scalar packer", "[attention][fused]") {
+    // pack_panels uses 16 x 16 AVX-512 register transposes for float when available; it must write
+    // exactly what pack_panels_scalar writes, zero padding included, for any rows and widths.
+    namespace fa = simmim::ops::detail::fused_attention;
+    const auto check = [](auto zero) {
+        using T = decltype(zero);
+        constexpr int W = fa::Simd<T>::width;
+        for (const int dh : {1, 5, 16, 24, 32, 64, 72})
+            for (const int rows : {1, 15, 16, 17, 36, 65}) {
+                INFO("dh=" << dh << " rows=" << rows);
+                const int dhp = fa::Tiling<T>::padded_dh(dh), padded = fa::round_up(rows, W);
+                const std::ptrdiff_t lds = 3 * dh + 7;
+                const auto src = normal_vector<T>(static_cast<std::size_t>(rows) * lds, 51 + dh + rows, 1.0);
+                std::vector<T> fast(static_cast<std::size_t>(dhp) * padded, T(-1)), slow(fast.size(), T(-2));
+                fa::pack_panels<T, 0>(fast.data(), dhp, src.data(), lds, rows, padded, dh);
+                fa::pack_panels_scalar<T>(slow.data(), dhp, src.data(), lds, rows, padded, dh);
+                CHECK(fast == slow);
+            }
+    };
+    check(0.0f);
+    check(0.0);
+}
+
 TEST_CASE("fused attention backward matches central finite differences", "[attention][fused][gradcheck]") {
     const AttnShape s{2, 2, 5, 3};
     const auto qkv0 = normal_vector<double>(s.qkv(), 21, 1.0);
