@@ -458,12 +458,12 @@ void check_default_types_bit_identical() {
     auto today = std::make_unique<Today>(default_masking<C>(), 5);
     auto spelled = std::make_unique<Spelled>(default_masking<C>(), 5);
     const int B = 3;
-    const auto img = test::random_vector(static_cast<std::size_t>(B) * C.image_numel(), 9);
-    const std::vector<T> images(img.begin(), img.end());
-    std::vector<T> mask(static_cast<std::size_t>(B) * C.num_patches());
-    today->draw_mask(4, 0, B, mask.data());
-    std::vector<T> d1(images.size(), T(0)), d2(images.size(), T(0));
-    for (int step = 0; step < 2; ++step) {  // the second step runs on grown buffers
+    std::vector<T> images, mask(static_cast<std::size_t>(B) * C.num_patches());
+    std::vector<T> d1(static_cast<std::size_t>(B) * C.image_numel(), T(0)), d2(d1.size(), T(0));
+    for (int step = 0; step < 4; ++step) {  // new images and masks each step, gradients accumulated
+        const auto img = test::random_vector(static_cast<std::size_t>(B) * C.image_numel(), 9 + step);
+        images.assign(img.begin(), img.end());
+        today->draw_mask(4, step, B, mask.data());
         today->zero_grad();
         spelled->zero_grad();
         const T l1 = today->forward(images.data(), mask.data(), B);
@@ -483,6 +483,30 @@ void check_default_types_bit_identical() {
 TEST_CASE("default head and loss types reproduce ViTSimMIM bit for bit", "[heads]") {
     check_default_types_bit_identical<float>();
     check_default_types_bit_identical<double>();
+}
+
+TEST_CASE("the default ReconstructionLoss is MaskedL1Loss bit for bit, forward and backward", "[heads]") {
+    constexpr ViTConfig C = presets::vit_t16_224;  // 224 px, 3 channels, patch 16: long rows and planes
+    const int B = 2;
+    const MaskedL1Loss<float, C> today;
+    const ReconstructionLoss<float, C> spelled;
+    for (std::uint64_t seed = 0; seed < 4; ++seed) {
+        INFO("seed " << seed);
+        const auto p = test::random_vector(static_cast<std::size_t>(B) * C.image_numel(), 30 + seed);
+        const auto t = test::random_vector(p.size(), 40 + seed);
+        const std::vector<float> pred(p.begin(), p.end()), target(t.begin(), t.end());
+        std::vector<float> mask(static_cast<std::size_t>(B) * C.num_patches());
+        Rng rng(50 + seed);
+        for (auto& m : mask) m = rng.uniform() < 0.6 ? 1.0f : 0.0f;
+        const float l1 = today.forward(pred.data(), target.data(), mask.data(), B);
+        const float l2 = spelled.forward(pred.data(), target.data(), mask.data(), B);
+        CHECK(std::memcmp(&l1, &l2, sizeof(float)) == 0);
+        std::vector<float> dp1(pred.size(), 0.5f), dp2 = dp1, dt1(pred.size(), 0.25f), dt2 = dt1;
+        today.backward(dp1.data(), dt1.data(), 0.75f, pred.data(), target.data(), mask.data(), B);
+        spelled.backward(dp2.data(), dt2.data(), 0.75f, pred.data(), target.data(), mask.data(), B);
+        CHECK(std::memcmp(dp1.data(), dp2.data(), dp1.size() * sizeof(float)) == 0);
+        CHECK(std::memcmp(dt1.data(), dt2.data(), dt1.size() * sizeof(float)) == 0);
+    }
 }
 
 TEST_CASE("backward without a forward of the same batch is a clear error", "[heads]") {

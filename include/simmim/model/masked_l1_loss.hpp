@@ -1,4 +1,6 @@
 // simmim/model/masked_l1_loss.hpp: the official loss as a model part (see ops/masked_l1.hpp).
+// ReconstructionLoss<T, C> (model/reconstruction_loss.hpp) generalises it (L1/L2, masked/all pixels,
+// normalised target, prediction resolution); with its defaults it gives the same bits as this one.
 #pragma once
 
 #include "simmim/core/config.hpp"
