@@ -630,11 +630,11 @@ std::size_t backward_single_scratch(const Shape& s) {
 
 /// One (b, h) head of the backward pass, N <= kMaxKeyTile, accumulating into dqkv. Per strip of
 /// kRows queries: P = exp(S * scale - lse), dP = dO V^T, dS = P * (dP - D) * scale with
-/// D_i = dO_i . out_i, dQ = dS K (added to dqkv); then dV = P^T dO and dK = dS^T Q over the kept
-/// P and dS of the head.
+/// D_i = sum_j P_ij dP_ij (equal to dO_i . out_i, without reading out), dQ = dS K (added to dqkv);
+/// then dV = P^T dO and dK = dS^T Q over the kept P and dS of the head.
 template <class T, int DH>
-void backward_head_single(T* dqkv, const T* dout, const T* qkv, const T* out, const T* lse, const Shape& s, int b,
-                          int h, T* scratch) {
+void backward_head_single(T* dqkv, const T* dout, const T* qkv, const T* lse, const Shape& s, int b, int h,
+                          T* scratch) {
     using G = Tiling<T>;
     using Sd = Simd<T>;
     using V = typename Sd::V;
@@ -689,16 +689,18 @@ void backward_head_single(T* dqkv, const T* dout, const T* qkv, const T* out, co
                 continue;
             }
             const T* dpr = dpst + r * nk;
-            const int i = r0 + r;
-            const V neg_lse = Sd::splat(-lse_head[i]);
-            const V neg_delta = Sd::splat(-dot(dout + out_head + i * D, out + out_head + i * D, Dh));
+            const V neg_lse = Sd::splat(-lse_head[r0 + r]);
+            V pdp = Sd::splat(T(0));
             for (int j = 0; j < nk; j += W) {
                 V x = Sd::load(pr + j);
                 if (j + W > N) x = Sd::keep_first(x, N - j, neg_inf);
                 const V p = Sd::exp(Sd::fma(x, vscale, neg_lse));
                 Sd::store(pr + j, p);
-                Sd::store(dsr + j, p * (Sd::load(dpr + j) + neg_delta) * vscale);
+                pdp = Sd::fma(p, Sd::load(dpr + j), pdp);
             }
+            // D_i = dO_i . out_i = sum_j P_ij dP_ij (out_i = sum_j P_ij v_j): from the strip, not from out.
+            const V neg_delta = Sd::splat(-Sd::sum(pdp));
+            for (int j = 0; j < nk; j += W) Sd::store(dsr + j, Sd::load(pr + j) * (Sd::load(dpr + j) + neg_delta) * vscale);
         }
         // dQ (strip) = dS K over the valid keys
         gemm_nn<T, false, true, DHP>(tile, dhp, ds0, nk, kv.data, kv.ld, MR, dhp, N);
@@ -985,14 +987,16 @@ void backward_all(T* dqkv, const T* dout, const T* qkv, const T* out, const T* l
     const Scratch<T> scratch(threads, single ? backward_single_scratch<T>(s) : backward_tiled_scratch<T>(s));
     const std::ptrdiff_t sample3 = static_cast<std::ptrdiff_t>(s.N) * 3 * s.D(), sample = sample3 / 3;
     const double bytes3 = static_cast<double>(sample3) * sizeof(T), bytes = bytes3 / 3;
-    // Streamed in order of use while they fit: qkv, then dout and out, then dqkv.
-    const bool stream_qkv = bytes3 <= kTouchBytes, stream_out = bytes3 + 2 * bytes <= kTouchBytes,
-               stream_dqkv = 2 * bytes3 + 2 * bytes <= kTouchBytes;
+    // Streamed in order of use while they fit: qkv, then dout (and out, which only the key-tiled path
+    // reads), then dqkv.
+    const double outs = single ? bytes : 2 * bytes;
+    const bool stream_qkv = bytes3 <= kTouchBytes, stream_out = bytes3 + outs <= kTouchBytes,
+               stream_dqkv = 2 * bytes3 + outs <= kTouchBytes;
     for_each_head<T>(
         s, threads, scratch,
         [&](int b, int h, T* region) {
             if (single)
-                backward_head_single<T, DH>(dqkv, dout, qkv, out, lse, s, b, h, region);
+                backward_head_single<T, DH>(dqkv, dout, qkv, lse, s, b, h, region);
             else
                 backward_head_tiled<T, DH>(dqkv, dout, qkv, out, lse, s, b, h, region);
         },
@@ -1000,7 +1004,7 @@ void backward_all(T* dqkv, const T* dout, const T* qkv, const T* out, const T* l
             if (stream_qkv) touch(qkv + b * sample3, sample3);
             if (stream_out) {
                 touch(dout + b * sample, sample);
-                touch(out + b * sample, sample);
+                if (!single) touch(out + b * sample, sample);
             }
             if (stream_dqkv) touch(dqkv + b * sample3, sample3);
         });
@@ -1027,8 +1031,9 @@ void attention_forward_fused(T* out, T* lse, const T* qkv, int B, int N, int H, 
 
 /// Fused backward: given dout (B, N, H, Dh) and the forward's qkv, out and lse, accumulates
 /// (+=) dq, dk, dv into dqkv (B, N, 3, H, Dh). P is recomputed from q, k and lse; the softmax
-/// term D_i = dout_i . out_i comes from out. Throws std::runtime_error on non-positive sizes or
-/// null pointers.
+/// term D_i = dout_i . out_i comes from out when N > 256, and from the equal sum_j P_ij dP_ij
+/// otherwise (out is then not read, but must still be the forward's output). Throws
+/// std::runtime_error on non-positive sizes or null pointers.
 template <class T>
 void attention_backward_fused(T* dqkv, const T* dout, const T* qkv, const T* out, const T* lse, int B, int N, int H,
                               int Dh) {

@@ -187,7 +187,9 @@ void layernorm_backward_simd(T* din, T* dweight, T* dbias, const T* dout, const 
             }
         }
     }
-    // dweight += sum over chunks in chunk order, as the reference
+    // dweight += sum over chunks in chunk order, as the reference. The last D % W elements go through
+    // the partial-batch helpers: a scalar tail loop after the vector loop made GCC 12 warn
+    // (-Waggressive-loop-optimizations) when D is a compile-time multiple of W and the tail is dead.
     for (std::ptrdiff_t ch = 0; ch < chunks; ++ch) {
         const T* pw = partial.data() + ch * 2 * D;
         const T* pb = pw + D;
@@ -196,9 +198,10 @@ void layernorm_backward_simd(T* din, T* dweight, T* dbias, const T* dout, const 
             (B::load_unaligned(dweight + i) + B::load_unaligned(pw + i)).store_unaligned(dweight + i);
             (B::load_unaligned(dbias + i) + B::load_unaligned(pb + i)).store_unaligned(dbias + i);
         }
-        for (; i < D; ++i) {
-            dweight[i] += pw[i];
-            dbias[i] += pb[i];
+        if (i < D) {
+            const std::ptrdiff_t n = D - i;
+            kernels::store_partial(dweight + i, kernels::load_partial(dweight + i, n) + kernels::load_partial(pw + i, n), n);
+            kernels::store_partial(dbias + i, kernels::load_partial(dbias + i, n) + kernels::load_partial(pb + i, n), n);
         }
     }
 }
