@@ -22,6 +22,7 @@
 #include "simmim/model/classifier.hpp"
 #include "simmim/optim/schedule.hpp"
 #include "simmim/simmim.hpp"
+#include "model_variants.hpp"
 #include "training_common.hpp"
 
 namespace {
@@ -30,7 +31,7 @@ using simmim::examples::UsageError;
 namespace fs = std::filesystem;
 
 struct Options {
-    std::string data = "fashion-mnist", model = "vit-t4-32-c1", mode = "finetune", init, out = "runs/finetune";
+    std::string data = "fashion-mnist", model = "vit-t4-32-c1", mode = "finetune", init, out = "runs/finetune", vit = "auto";
     int epochs = 0, batch = 64, probe_block = -1, threads = 0;
     double base_lr = 0, warmup_epochs = -1, warmup_lr = 2.5e-7, min_lr = 2.5e-7, weight_decay = 0.05, layer_decay = 0.65,
            label_smoothing = 0.1, clip = 5.0;
@@ -163,14 +164,17 @@ int finetune(const Options& o, const simmim::data::OpenedDataset& data, std::siz
     return 0;
 }
 
-template <simmim::ViTConfig C, int K>
+template <simmim::ViTConfig C, int K, class Enc>
 int linprobe(const Options& o, const simmim::data::OpenedDataset& data, std::size_t n_train, std::size_t n_test) {
     using namespace simmim;
     constexpr int D = C.embed_dim, L = C.num_patches(), N = C.num_tokens();
     const int block = o.probe_block >= 0 ? o.probe_block : (2 * C.depth) / 3;
     if (block < 1 || block > C.depth) throw UsageError("--probe-block must lie in [1, " + std::to_string(C.depth) + "]");
-    auto mim = std::make_unique<ViTSimMIM<float, C>>(default_masking<C>(), o.seed);  // its encoder is what we probe
-    if (!o.init.empty()) load_encoder(mim->params(), o.init);
+    ParamArena<float> arena;
+    auto encoder = std::make_unique<Enc>(arena);  // what we probe (no drop path: the official ViT's default)
+    arena.allocate();
+    arena.initialize(o.seed);
+    if (!o.init.empty()) load_encoder(arena, o.init);
     const auto eval_cfg = data::eval_transform(data, C.image_size, C.in_chans);
     const auto t0 = std::chrono::steady_clock::now();
 
@@ -184,7 +188,7 @@ int linprobe(const Options& o, const simmim::data::OpenedDataset& data, std::siz
         for (std::size_t i = 0; i < n; i += kChunk) {
             const std::size_t m = std::min(kChunk, n - i);
             load_eval_images(ds, eval_cfg, i, m, images, lab);
-            const float* tokens = mim->encoder().forward_tokens(images.data(), zeros.data(), static_cast<int>(m), block);  // (m, N, D)
+            const float* tokens = encoder->forward_tokens(images.data(), zeros.data(), static_cast<int>(m), block);  // (m, N, D)
             for (std::size_t b = 0; b < m; ++b) {
                 ops::mean_pool_forward(feats.data() + (i + b) * D, tokens + (b * N + 1) * D, 1, L, D);
                 labels[i + b] = lab[b];
@@ -246,8 +250,13 @@ int linprobe(const Options& o, const simmim::data::OpenedDataset& data, std::siz
 template <simmim::ViTConfig C>
 int run(const Options& o) {
     using namespace simmim;
-    examples::prepare_output_dir(o.out);
     if (!o.init.empty() && !fs::is_regular_file(o.init)) throw UsageError("--init " + o.init + ": no such file");
+    const bool ft = o.mode == "finetune";
+    const std::string vit = o.vit != "auto" ? o.vit : o.init.empty() ? "common" : examples::checkpoint_vit_form(o.init);
+    if (vit == "official" && ft) throw UsageError("--mode finetune is built for the common ViT only; --mode linprobe takes official-ViT encoders");
+    if constexpr (!examples::offers_ablations<C>())
+        if (vit == "official") throw UsageError("official-ViT encoders are probed for the ablation presets only (docs/ablations.md), not " + o.model);
+    examples::prepare_output_dir(o.out);
     const auto data = data::open_dataset(o.data);
     const int K = data.train->num_classes();
     const std::size_t n_train = o.max_train > 0 ? std::min<std::size_t>(o.max_train, data.train->size()) : data.train->size();
@@ -256,9 +265,16 @@ int run(const Options& o) {
     std::printf("simmim_finetune: %s %s of %s (%s) on %s: %zu train / %zu test images, %d classes, %d threads\n", o.mode.c_str(),
                 o.model.c_str(), o.init.empty() ? "a random encoder" : o.init.c_str(), o.init.empty() ? "random init" : "pretrained",
                 data.train->description().c_str(), n_train, n_test, K, omp_get_max_threads());
-    const bool ft = o.mode == "finetune";
-    if (K == 10) return ft ? finetune<C, 10>(o, data, n_train, n_test) : linprobe<C, 10>(o, data, n_train, n_test);
-    if (K == 100) return ft ? finetune<C, 100>(o, data, n_train, n_test) : linprobe<C, 100>(o, data, n_train, n_test);
+    if (vit == "official") {
+        if constexpr (examples::offers_ablations<C>()) {
+            using Enc = OfficialViTEncoder<float, C>;
+            if (K == 10) return linprobe<C, 10, Enc>(o, data, n_train, n_test);
+            if (K == 100) return linprobe<C, 100, Enc>(o, data, n_train, n_test);
+        }
+    }
+    using Enc = ViTEncoder<float, C>;
+    if (K == 10) return ft ? finetune<C, 10>(o, data, n_train, n_test) : linprobe<C, 10, Enc>(o, data, n_train, n_test);
+    if (K == 100) return ft ? finetune<C, 100>(o, data, n_train, n_test) : linprobe<C, 100, Enc>(o, data, n_train, n_test);
     throw UsageError("the dataset has " + std::to_string(K) + " classes; simmim_finetune is built for 10 or 100");
 }
 
@@ -270,6 +286,8 @@ int main(int argc, char** argv) {
     app.add_option("--mode", o.mode, "finetune or linprobe")->capture_default_str();
     app.add_option("--data", o.data, "Dataset with labels (as simmim_pretrain --data)")->capture_default_str();
     app.add_option("--model", o.model, "Model preset (32-px presets and vit-tiny-test)")->capture_default_str();
+    app.add_option("--vit", o.vit, "ViT form of the encoder: common, official, or auto (from the --init checkpoint's configuration)")
+        ->capture_default_str();
     app.add_option("--init", o.init, "Pretraining checkpoint or weights to start the encoder from (default: random init)");
     app.add_option("--epochs", o.epochs, "Training epochs (required)");
     app.add_option("--batch", o.batch, "Images (or feature rows) per step")->capture_default_str();
@@ -290,6 +308,7 @@ int main(int argc, char** argv) {
     return simmim::examples::run_cli("simmim_finetune", app, argc, argv, o.threads, [&] {
         const auto need = simmim::examples::require_option;
         need(o.mode == "finetune" || o.mode == "linprobe", "--mode must be finetune or linprobe");
+        need(o.vit == "auto" || o.vit == "common" || o.vit == "official", "--vit must be auto, common or official");
         need(o.epochs >= 1, "--epochs must be >= 1");
         need(o.batch >= 1 && o.log_every >= 1 && o.max_train >= 0 && o.max_test >= 0, "--batch, --log-every must be >= 1; --max-* >= 0");
         for (const auto& [name, v] : {std::pair{"--base-lr", o.base_lr}, {"--min-lr", o.min_lr}, {"--warmup-lr", o.warmup_lr},

@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -24,6 +25,7 @@
 #include "simmim/io/png_grid.hpp"
 #include "simmim/optim/schedule.hpp"
 #include "simmim/simmim.hpp"
+#include "model_variants.hpp"
 #include "training_common.hpp"
 
 namespace {
@@ -46,24 +48,47 @@ struct Options {
     int vis_count = 8;
     bool skip_nonfinite = false;
     std::int64_t inject_nan_at = -1;  // testing: poison one gradient element at this step
+    simmim::examples::ModelChoice variant;  // ablations: ViT form, head, loss, target, resolution
 };
+
+/// The "__metadata__" of a safetensors file, from its header alone (the tensors are not read).
+std::map<std::string, std::string> read_header_metadata(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    unsigned char len[8] = {};
+    if (!in.read(reinterpret_cast<char*>(len), 8)) throw std::runtime_error("--resume " + path + ": cannot read the safetensors header length");
+    std::uint64_t n = 0;
+    for (int i = 7; i >= 0; --i) n = (n << 8) | len[i];
+    if (n > simmim::io::max_header_bytes) throw std::runtime_error("--resume " + path + ": header length " + std::to_string(n) + " is implausible");
+    std::string header(static_cast<std::size_t>(n), '\0');
+    if (!in.read(header.data(), static_cast<std::streamsize>(n))) throw std::runtime_error("--resume " + path + ": truncated header");
+    const auto j = nlohmann::json::parse(header, nullptr, /*allow_exceptions=*/false);
+    std::map<std::string, std::string> meta;
+    if (j.is_object() && j.contains("__metadata__") && j["__metadata__"].is_object())
+        for (const auto& [k, v] : j["__metadata__"].items())
+            if (v.is_string()) meta[k] = v.get<std::string>();
+    return meta;
+}
 
 std::atomic<int> g_signal{0};
 extern "C" void on_signal(int sig) { g_signal.store(sig); }
 
 /// The configuration a resumed run must share with the checkpoint (everything that changes results).
 nlohmann::json run_config(const Options& o, std::int64_t total_steps, std::int64_t warmup, double ratio, int mask_patch) {
-    return {{"data", o.data},         {"model", o.model},           {"batch", o.batch},
+    nlohmann::json config{{"data", o.data},         {"model", o.model},           {"batch", o.batch},
             {"total_steps", total_steps}, {"base_lr", o.base_lr},   {"warmup_lr", o.warmup_lr},
             {"min_lr", o.min_lr},     {"warmup_steps", warmup},     {"weight_decay", o.weight_decay},
             {"clip_grad", o.clip},    {"mask_ratio", ratio},        {"mask_patch", mask_patch},
             {"seed", o.seed}};
+    // the model variant (docs/ablations.md), recorded only when it is not the core model, so checkpoints of the
+    // core model keep the configuration they always had
+    if (!o.variant.is_default()) config["variant"] = o.variant.to_json();
+    return config;
 }
 
-template <simmim::ViTConfig C>
+template <simmim::ViTConfig C, class Model>
 int train(const Options& o) {
     using namespace simmim;
-    using Model = ViTSimMIM<float, C>;
+    constexpr int R = Model::pred_size;
     // ---- everything that can be checked is checked before any work ----
     const int mask_patch = o.mask_patch > 0 ? o.mask_patch : C.mask_patch_size;
     const double ratio = o.mask_ratio > 0 ? o.mask_ratio : C.mask_ratio;
@@ -93,17 +118,32 @@ int train(const Options& o) {
     const nlohmann::json config = run_config(o, total, warmup, ratio, mask_patch);
 
     auto model = std::make_unique<Model>(masking, o.seed);
+    model->loss_function().select(o.variant);
+    const double drop_path = o.variant.drop_path_rate();
+    auto set_drop_path = [&](double rate, std::int64_t step) {
+        if constexpr (requires { model->encoder().set_drop_path(0.0, std::uint64_t{0}, std::int64_t{0}); })
+            model->encoder().set_drop_path(rate, derive_seed(o.seed, 0x44726F7050617468), step);
+    };
     AdamW<float> opt(model->params(), {0.9, 0.999, 1e-8, o.weight_decay});
     std::int64_t start = 0;
     if (!o.resume.empty()) {
-        const auto meta = io::load_checkpoint(o.resume, model->params(), opt);
-        const auto cfg_it = meta.find("config");
-        if (cfg_it == meta.end()) throw std::runtime_error("--resume " + o.resume + ": checkpoint metadata has no 'config'");
+        // the configuration is compared first (from the header alone), so a checkpoint of another model
+        // variant is reported as such rather than as a missing tensor
+        const auto header_meta = read_header_metadata(o.resume);
+        const auto cfg_it = header_meta.find("config");
+        if (cfg_it == header_meta.end()) throw std::runtime_error("--resume " + o.resume + ": checkpoint metadata has no 'config'");
         const auto saved = nlohmann::json::parse(cfg_it->second, nullptr, /*allow_exceptions=*/false);
         if (saved.is_discarded()) throw std::runtime_error("--resume " + o.resume + ": checkpoint metadata 'config' is not JSON");
-        if (saved != config)
-            throw UsageError("--resume " + o.resume + " was written with a different configuration:\n  checkpoint: " + saved.dump() +
-                             "\n  this run:   " + config.dump());
+        if (saved != config) {
+            std::string diff;
+            for (const auto* side : {&saved, &config})
+                for (const auto& [key, value] : side->items())
+                    if (diff.find("'" + key + "'") == std::string::npos && saved.value(key, nlohmann::json()) != config.value(key, nlohmann::json()))
+                        diff += (diff.empty() ? "" : "; ") + ("'" + key + "' checkpoint " + saved.value(key, nlohmann::json()).dump() +
+                                                              ", this run " + config.value(key, nlohmann::json()).dump());
+            throw UsageError("--resume " + o.resume + " was written with a different configuration: " + diff);
+        }
+        const auto meta = io::load_checkpoint(o.resume, model->params(), opt);
         start = io::metadata_count(meta, "step", "--resume " + o.resume);
         if (start > total) throw UsageError("--resume " + o.resume + ": step " + std::to_string(start) + " is beyond the run's " + std::to_string(total) + " steps");
     }
@@ -121,9 +161,17 @@ int train(const Options& o) {
         masking.generate(derive_seed(o.seed, 0x5669734D61736B), 0, K, vis_mask.data());
     }
     const io::ReconstructionPanels panels{C.in_chans, C.image_size, C.patch_size, aug.norm.mean, aug.norm.std, 0};
+    std::vector<float> vis_pred(vis_images.size());
     auto write_vis = [&](const fs::path& path) {
+        set_drop_path(0.0, 0);
         model->forward(vis_images.data(), vis_mask.data(), K);
-        io::write_reconstruction_png(path, panels, K, vis_images.data(), model->pred().data(), vis_mask.data());
+        // a prediction at a lower resolution R is shown with each predicted pixel repeated S / R times per side
+        constexpr int S = C.image_size, up = S / R;
+        for (std::size_t plane = 0; plane < static_cast<std::size_t>(K) * C.in_chans; ++plane)
+            for (int y = 0; y < S; ++y)
+                for (int x = 0; x < S; ++x)
+                    vis_pred[(plane * S + y) * S + x] = model->pred()[(plane * R + y / up) * R + x / up];
+        io::write_reconstruction_png(path, panels, K, vis_images.data(), vis_pred.data(), vis_mask.data());
     };
     auto save = [&](std::int64_t next_step) {
         io::save_checkpoint(ckpt_path, model->params(), opt,
@@ -147,6 +195,7 @@ int train(const Options& o) {
         const data::Batch batch = loader.next();
         model->draw_mask(o.seed, step, o.batch, mask.data());
         model->zero_grad();
+        set_drop_path(drop_path, step);
         const float loss = model->forward(batch.images.data(), mask.data(), o.batch);
         model->backward();
         if (step == o.inject_nan_at) {
@@ -221,6 +270,18 @@ int main(int argc, char** argv) {
     app.add_option("--vis-count", o.vis_count, "Validation images in the reconstruction picture")->capture_default_str();
     app.add_option("--stop-after", o.stop_after, "Stop (saving a checkpoint) after N steps of this invocation, as if interrupted");
     app.add_option("--inject-nan-at", o.inject_nan_at, "Testing: make one gradient element NaN at this step")->group("");
+    auto& v = o.variant;
+    const char* ablation = "Ablations (docs/ablations.md)";
+    app.add_option("--vit", v.vit, "ViT form: common (timm) or official (SimMIM/BEiT: relative position bias, layer scale, q/v bias)")
+        ->capture_default_str()->group(ablation);
+    app.add_option("--drop-path", v.drop_path, "Stochastic depth rate of the official ViT (default 0.1 as its pretraining)")->group(ablation);
+    app.add_option("--head", v.head, "Prediction head: linear (official) or mlp (2 layers, GELU)")->capture_default_str()->group(ablation);
+    app.add_option("--pred-resolution", v.pred_resolution, "Prediction resolution R (default: the image size); the target is the image area-averaged to R x R")
+        ->group(ablation);
+    app.add_option("--loss", v.loss, "Pixel loss: l1 (official) or l2")->capture_default_str()->group(ablation);
+    app.add_option("--loss-region", v.region, "Pixels in the loss: masked (official) or all")->capture_default_str()->group(ablation);
+    app.add_option("--target", v.target, "Target: raw (normalised image, official) or norm (SwinV2 per-pixel normalised, 47x47 window)")
+        ->capture_default_str()->group(ablation);
     app.add_flag("--skip-nonfinite", o.skip_nonfinite, "Skip (and count) steps whose loss or gradient is not finite instead of stopping");
     return simmim::examples::run_cli("simmim_pretrain", app, argc, argv, o.threads, [&] {
         using UE = UsageError;
@@ -240,7 +301,10 @@ int main(int argc, char** argv) {
         if (o.data != "fashion-mnist" && !fs::is_directory(o.data)) throw UE("--data " + o.data + ": no such directory");
         if (!o.resume.empty() && !fs::is_regular_file(o.resume)) throw UE("--resume " + o.resume + ": no such file");
         int rc = 0;
-        const bool found = simmim::dispatch_preset(o.model, [&]<simmim::ViTConfig C>() { rc = train<C>(o); });
+        o.variant.validate();
+        const bool found = simmim::dispatch_preset(o.model, [&]<simmim::ViTConfig C>() {
+            simmim::examples::dispatch_model<C>(o.variant, [&]<class Model>() { rc = train<C, Model>(o); });
+        });
         if (!found) throw UE("unknown model preset '" + o.model + "' (see simmim_reconstruct --list-models)");
         return rc;
     });

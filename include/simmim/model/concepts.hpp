@@ -25,7 +25,8 @@ concept Encoder = requires(E& e, typename E::scalar_type* out, const typename E:
     e.backward(in, out);               // (dfeatures, dimage or null)
 };
 
-/// Maps (B, L, D) features to a (B, C, S, S) prediction.
+/// Maps (B, L, D) features to a (B, C, R, R) prediction: R = Hd::out_size when the head declares it
+/// (a lower prediction resolution, model/linear_head.hpp), else the image size S.
 template <class Hd>
 concept Head = requires(Hd& h, typename Hd::scalar_type* out, const typename Hd::scalar_type* in, int batch) {
     typename Hd::scalar_type;
@@ -34,7 +35,8 @@ concept Head = requires(Hd& h, typename Hd::scalar_type* out, const typename Hd:
     h.backward(out, in);               // (dfeatures, dpred)
 };
 
-/// A scalar loss of (pred, target, token mask) with its gradient.
+/// A scalar loss of (pred, target, token mask) with its gradient; pred is (B, C, R, R) with R = Ls::resolution
+/// when the loss declares it (model/reconstruction_loss.hpp), else S; target is the input image (B, C, S, S).
 template <class Ls>
 concept Loss = requires(const Ls& l, typename Ls::scalar_type* out, const typename Ls::scalar_type* in, int batch,
                         typename Ls::scalar_type scale) {

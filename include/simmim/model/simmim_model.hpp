@@ -115,6 +115,7 @@ public:
     Enc& encoder() noexcept { return encoder_; }
     Hd& head() noexcept { return head_; }
     const Ls& loss_function() const noexcept { return loss_fn_; }
+    Ls& loss_function() noexcept { return loss_fn_; }  // e.g. to configure a run-time loss
     const Mask& masking() const noexcept { return masking_; }
 
 private:
