@@ -7,4 +7,7 @@
 #include "simmim/masking/blockwise.hpp"
 #include "simmim/masking/central_square.hpp"
 #include "simmim/masking/masking.hpp"
+#include "simmim/model/mlp_head.hpp"
+#include "simmim/model/reconstruction_loss.hpp"
 #include "simmim/model/simmim_model.hpp"
+#include "simmim/model/vit_official.hpp"

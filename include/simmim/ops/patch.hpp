@@ -10,11 +10,17 @@
 
 namespace simmim::ops {
 
+namespace detail {
+/// Below this many elements a copy runs on the calling thread (a parallel region costs more than it saves).
+inline constexpr std::ptrdiff_t kPatchParallelMinWork = std::ptrdiff_t(1) << 15;
+}  // namespace detail
+
 /// patches (B, L, C*p*p) = patch rows of image (B, C, H, W), H = W = S.
 template <class T>
 void patchify(T* patches, const T* image, int B, int C, int S, int p) {
     const int g = S / p;
-#pragma omp parallel for collapse(2) schedule(static)
+    [[maybe_unused]] const bool parallel = static_cast<std::ptrdiff_t>(B) * C * S * S >= detail::kPatchParallelMinWork;
+#pragma omp parallel for collapse(2) schedule(static) if (parallel)
     for (int b = 0; b < B; ++b)
         for (int y = 0; y < g; ++y)
             for (int x = 0; x < g; ++x) {
@@ -31,7 +37,8 @@ void patchify(T* patches, const T* image, int B, int C, int S, int p) {
 template <class T>
 void unpatchify(T* image, const T* patches, int B, int C, int S, int p, bool accumulate = false) {
     const int g = S / p;
-#pragma omp parallel for collapse(2) schedule(static)
+    [[maybe_unused]] const bool parallel = static_cast<std::ptrdiff_t>(B) * C * S * S >= detail::kPatchParallelMinWork;
+#pragma omp parallel for collapse(2) schedule(static) if (parallel)
     for (int b = 0; b < B; ++b)
         for (int y = 0; y < g; ++y)
             for (int x = 0; x < g; ++x) {
