@@ -2,7 +2,8 @@
 """Tabulates scripts/run-ablations.sh: one markdown row per ablation (mean over seeds).
 
 Usage: python3 benchmarks/ablation_table.py runs/ablations
-Reads <dir>/flags.txt (name + simmim_pretrain flags), <dir>/<name>/s<seed>/pretrain/metrics.jsonl (final
+Reads <dir>/flags.txt (name + simmim_pretrain flags; the row "random-init" is a linear probe of an
+untrained encoder, <dir>/random-init/s<seed>/linprobe, without pretraining), <dir>/<name>/s<seed>/pretrain/metrics.jsonl (final
 pretraining loss = mean of the last 5 logged losses), <dir>/<name>/s<seed>/linprobe/summary.json (test
 top-1) and <dir>/avgdist_32.csv (exact AvgDist of the official mask generator at 32 px, model patch 4).
 Writes the table to stdout and to <dir>/table.md. Standard library only.
@@ -34,20 +35,21 @@ def main():
         for seed_dir in sorted((root / name).glob("s*")):
             metrics = seed_dir / "pretrain" / "metrics.jsonl"
             summary = seed_dir / "linprobe" / "summary.json"
-            if not metrics.exists() or not summary.exists():
+            if not summary.exists() or (name != "random-init" and not metrics.exists()):
                 continue
-            rows = [json.loads(l) for l in metrics.read_text().splitlines() if l.strip()]
-            losses.append(statistics.fmean(r["loss"] for r in rows[-5:]))
+            if metrics.exists():
+                rows = [json.loads(l) for l in metrics.read_text().splitlines() if l.strip()]
+                losses.append(statistics.fmean(r["loss"] for r in rows[-5:]))
             tops.append(100 * json.loads(summary.read_text())["test_top1"])
         if not tops:
             lines.append(f"| {name} | `{flags or '(baseline)'}` | | not run | not run | 0 |")
             continue
         mp, ratio = flag_value(flags, "--mask-patch", 8), flag_value(flags, "--mask-ratio", 0.6)
-        ad = avgdist.get((mp, round(ratio, 1)))
+        ad = avgdist.get((mp, round(ratio, 1))) if name != "random-init" else None
         ad_s = f"{ad:.2f}" if ad is not None else "-"
         fmt = lambda xs, d: ", ".join(f"{x:.{d}f}" for x in xs) if len(xs) > 1 else f"{xs[0]:.{d}f}"
         mean = lambda xs: statistics.fmean(xs)
-        loss_s = f"{mean(losses):.4f}" + (f" ({fmt(losses, 4)})" if len(losses) > 1 else "")
+        loss_s = "-" if not losses else f"{mean(losses):.4f}" + (f" ({fmt(losses, 4)})" if len(losses) > 1 else "")
         top_s = f"**{mean(tops):.2f}**" + (f" ({fmt(tops, 2)})" if len(tops) > 1 else "")
         lines.append(f"| {name} | `{flags or '(baseline)'}` | {ad_s} | {loss_s} | {top_s} | {len(tops)} |")
     text = "\n".join(lines) + "\n"

@@ -4,7 +4,8 @@
 # (vit-m4-32-c1: mask patch 8, ratio 0.6, linear head, masked L1 on raw pixels, common ViT; the official ViT
 # pretrains with its default drop path 0.1), then linearly
 # probe the frozen encoder (block 4 of 6, average-pooled patch tokens) and measure top-1 on the 10k test
-# split. Finally tabulate everything with AvgDist (benchmarks/ablation_table.py).
+# split; "random-init" probes the untrained encoder (the reference). Finally tabulate everything with AvgDist
+# (benchmarks/ablation_table.py).
 #
 # Usage: scripts/run-ablations.sh [out dir] [ablation ...]      (default: runs/ablations, every ablation)
 #   env: MODEL (vit-m4-32-c1), PRE_EPOCHS (2), LP_EPOCHS (30), LP_MAX_TRAIN (20000), SEEDS ("1"),
@@ -25,6 +26,7 @@ jobs=${JOBS:-1}
 
 # name -> simmim_pretrain flags (one change from the baseline each)
 declare -A FLAGS=(
+    [random-init]="(no pretraining)"
     [baseline]=""
     [mask-patch-4]="--mask-patch 4"
     [mask-patch-16]="--mask-patch 16"
@@ -40,7 +42,7 @@ declare -A FLAGS=(
     [pred-res-8]="--pred-resolution 8"
     [vit-official]="--vit official"
 )
-ALL=(baseline mask-patch-4 mask-patch-16 ratio-0.1 ratio-0.3 ratio-0.8 ratio-0.9 head-mlp recon-all loss-l2 target-norm
+ALL=(random-init baseline mask-patch-4 mask-patch-16 ratio-0.1 ratio-0.3 ratio-0.8 ratio-0.9 head-mlp recon-all loss-l2 target-norm
      pred-res-16 pred-res-8 vit-official)
 ORDER=("${ALL[@]}")
 if [[ $# -gt 0 ]]; then ORDER=("$@"); fi
@@ -57,6 +59,12 @@ run_one() {  # name seed
     if [[ -f "$dir/linprobe/summary.json" ]]; then echo "[$name s$s] done already"; return; fi
     rm -rf "$dir"
     mkdir -p "$dir"
+    if [[ $name == random-init ]]; then  # the reference: a linear probe of the untrained encoder
+        "$build/examples/simmim_finetune" --mode linprobe --model "$model" --epochs "$lp_epochs" --batch 256 --max-train "$lp_max" \
+            --threads "$threads" --seed "$s" --out "$dir/linprobe" >"$dir/linprobe.log" 2>&1
+        echo "[$name s$s] $(tail -1 "$dir/linprobe.log")"
+        return
+    fi
     # shellcheck disable=SC2086
     "$build/examples/simmim_pretrain" --model "$model" --epochs "$pre_epochs" --batch 128 --base-lr 2e-3 --seed "$s" \
         --threads "$threads" --save-every 0 --log-every 50 --vis-every 0 ${FLAGS[$name]} --out "$dir/pretrain" \
