@@ -12,7 +12,8 @@
 //  - single key tile, N <= kMaxKeyTile (256; every ViT preset): all keys in one tile. Forward
 //    works in strips of 6 queries (scores, softmax, P V and the output written in one pass, no
 //    online-softmax rescaling); backward keeps P and dS of the head (N x N, in per-thread scratch)
-//    and writes dq, dk, dv straight into dqkv.
+//    and writes dq, dk, dv straight into dqkv, with D_i = sum_j P_ij dP_ij instead of dout . out.
+//    A last key vector holding only 1-3 keys (N = 16 k + 1: a class token) is done as dot products.
 //  - key tiles, N > kMaxKeyTile: blocks of 72 queries walk balanced key tiles of <= 256 keys with an
 //    online softmax (running max m, running sum l, output rescaled by exp(m_old - m_new)); backward
 //    accumulates per-head dq, dk, dv buffers tile by tile.
@@ -131,15 +132,17 @@ inline constexpr int kMaxKeyTile = 256;
 /// Tile geometry for scalar type T (the kernels keep Rows x ColVecs vectors in registers).
 ///   score products S = Q K^T, dP = dO V^T: kRows query rows x up to 4 vectors of keys;
 ///   row products O += P V, dQ += dS K:      kRows query rows x up to 4 vectors of Dh;
-///   key products dV += P^T dO, dK += dS^T Q: kRowsKey key rows x kColVecsKey vectors of Dh.
+///   key products dV += P^T dO, dK += dS^T Q: kRowsKey key rows x kColVecsKey vectors of Dh
+///   (key-tiled path; the single-tile path uses key_strip_product on strips of kKeyStrip keys).
 /// Queries are padded to kRows, keys to kKeyUnit; a key-tiled block is kBlockQ queries.
 template <class T>
 struct Tiling {
     static constexpr int W = Simd<T>::width;
     static constexpr int kRows = 6;
     static constexpr int kColVecs = 4;
-    static constexpr int kRowsKey = 8;
+    static constexpr int kRowsKey = 8;      // key-tiled path
     static constexpr int kColVecsKey = 2;
+    static constexpr int kKeyStrip = 12;    // single-tile path: keys per key_strip_product call
     static constexpr int kKeyUnit = lcm(W, kRowsKey);
     static constexpr int kBlockQ = round_up(72, kRows);
     /// Padded head width: a whole number of vectors.
@@ -245,6 +248,48 @@ inline void strip_nt(T* c, std::ptrdiff_t ldc, const T* a, std::ptrdiff_t lda, c
     }
 }
 
+/// Keys of the last, partial key vector that are cheaper as dot products with their rows (Dh / W
+/// FMAs and a reduction per query and key) than as one more panel column (Dh FMAs per query for
+/// W keys): N % W keys when few enough, else 0. Only for a compile-time Dh (rows read in place).
+template <class T, int DH>
+constexpr int lone_keys(int n) {
+    constexpr int W = Simd<T>::width;
+    if constexpr (DH <= 0 || W == 1) {
+        return 0;
+    } else {
+        const int left = n % W;
+        return left * (DH / W + 12) < DH ? left : 0;  // a reduction costs about 12 instructions
+    }
+}
+
+/// Scores of one strip of kRows rows against keys [0, nkv) (nkv = N rounded up to W): the whole
+/// key vectors from the panels bt, and the `lone` keys of the last vector (see lone_keys) as dot
+/// products of the A rows with the key rows b (stride ldb); the rest of that vector is set to 0.
+template <class T, int DH>
+inline void strip_scores(T* c, std::ptrdiff_t ldc, const T* a, std::ptrdiff_t lda, const T* bt, const T* b,
+                         std::ptrdiff_t ldb, int nkv, int lone, int kd, int dhp) {
+    using Sd = Simd<T>;
+    constexpr int MR = Tiling<T>::kRows, W = Sd::width;
+    if (lone == 0) {
+        strip_nt<T, DH>(c, ldc, a, lda, bt, nkv, kd, dhp);
+        return;
+    }
+    const int full = nkv - W;
+    if (full > 0) strip_nt<T, DH>(c, ldc, a, lda, bt, full, kd, dhp);
+    for (int r = 0; r < MR; ++r) std::fill(c + r * ldc + full + lone, c + r * ldc + nkv, T(0));
+    for (int t = 0; t < lone; ++t) {
+        const T* bj = b + (full + t) * ldb;
+        typename Sd::V acc[MR];
+        for (int r = 0; r < MR; ++r) acc[r] = Sd::splat(T(0));
+        for (int d = 0; d < kd; d += W) {
+            const auto bv = Sd::load(bj + d);
+#pragma GCC unroll 16
+            for (int r = 0; r < MR; ++r) acc[r] = Sd::fma(Sd::load(a + r * lda + d), bv, acc[r]);
+        }
+        for (int r = 0; r < MR; ++r) c[r * ldc + full + t] = Sd::sum(acc[r]);
+    }
+}
+
 /// C (rows, dhp) (+)= A (rows, kd) * B (kd, dhp), A(r, k) as in kernel_nn; rows a multiple of
 /// kRowsKey when TRANS_A and of kRows otherwise, dhp of W. DHP > 0: dhp known at compile time.
 template <class T, bool TRANS_A, bool ZERO, int DHP>
@@ -263,6 +308,36 @@ inline void gemm_nn(T* c, std::ptrdiff_t ldc, const T* a, std::ptrdiff_t lda, co
             for (; j + 2 * W <= dhp; j += 2 * W) kernel_nn<T, MR, 2, TRANS_A, ZERO>(cr + j, ldc, ar, lda, b + j, ldb, kd);
         }
         for (; j < dhp; j += W) kernel_nn<T, MR, 1, TRANS_A, ZERO>(cr + j, ldc, ar, lda, b + j, ldb, kd);
+    }
+}
+
+/// Rows [0, rows) of C (rows, dhp) = A^T B for one strip of keys: A(r, k) = a[k * lda + r] for
+/// r < rows (columns of P or dS), B (kd, dhp) with row stride ldb, k < kd. Register tiles of 24
+/// accumulators (6 rows x 4 vectors, 12 x 2, 12 x 1, by the vectors left); rows past a whole tile
+/// go in chunks of 4, 2 and 1, so no column of A at or past `rows` is read.
+template <class T, int DHP>
+inline void key_strip_product(T* c, std::ptrdiff_t ldc, const T* a, std::ptrdiff_t lda, const T* b, std::ptrdiff_t ldb,
+                              int rows, int dhp_runtime, int kd) {
+    constexpr int W = Simd<T>::width;
+    const int dhp = DHP > 0 ? DHP : dhp_runtime;
+    int j = 0;
+    const auto columns = [&](auto cv, auto mr) {
+        constexpr int CV = decltype(cv)::value, MR = decltype(mr)::value;
+        int r = 0;
+        for (; r + MR <= rows; r += MR) kernel_nn<T, MR, CV, true, true>(c + r * ldc + j, ldc, a + r, lda, b + j, ldb, kd);
+        for (; r + 4 <= rows; r += 4) kernel_nn<T, 4, CV, true, true>(c + r * ldc + j, ldc, a + r, lda, b + j, ldb, kd);
+        for (; r + 2 <= rows; r += 2) kernel_nn<T, 2, CV, true, true>(c + r * ldc + j, ldc, a + r, lda, b + j, ldb, kd);
+        if (r < rows) kernel_nn<T, 1, CV, true, true>(c + r * ldc + j, ldc, a + r, lda, b + j, ldb, kd);
+        j += CV * W;
+    };
+    while (j < dhp) {
+        const int left = (dhp - j) / W;
+        if (left >= 4)
+            columns(std::integral_constant<int, 4>{}, std::integral_constant<int, 6>{});
+        else if (left >= 2)
+            columns(std::integral_constant<int, 2>{}, std::integral_constant<int, 12>{});
+        else
+            columns(std::integral_constant<int, 1>{}, std::integral_constant<int, 12>{});
     }
 }
 
@@ -569,6 +644,7 @@ void forward_head_single(T* out, T* lse, const T* qkv, const Shape& s, int b, in
     const int dhp = G::padded_dh(Dh);
     const int nk = round_up(N, W);  // keys padded to whole vectors
     const int last = nk - W;        // the last key vector, the only one that may hold padding
+    const int lone = lone_keys<T, DH>(N);
     const std::ptrdiff_t D = s.D(), row3 = 3 * D;
     const T scale = T(1) / std::sqrt(T(Dh));
     const T neg_inf = -std::numeric_limits<T>::infinity();
@@ -590,7 +666,7 @@ void forward_head_single(T* out, T* lse, const T* qkv, const Shape& s, int b, in
     for (int r0 = 0; r0 < N; r0 += MR) {
         const int rows = std::min(MR, N - r0);
         const RowView<T> q = strip_rows<T, DH>(q_head, row3, r0, N, dhp, Dh, q_tail);
-        strip_nt<T, DH>(sst, nk, q.data, q.ld, kt, nk, Dh, dhp);
+        strip_scores<T, DH>(sst, nk, q.data, q.ld, kt, q_head + D, row3, nk, lone, Dh, dhp);
         // Rows past N (zero queries) keep their finite scores; their outputs are dropped.
         for (int r = 0; r < rows; ++r) {
             T* sr = sst + r * nk;
@@ -623,7 +699,7 @@ std::size_t backward_single_scratch(const Shape& s) {
     const std::size_t dhp = static_cast<std::size_t>(G::padded_dh(s.Dh));
     const std::size_t nq = static_cast<std::size_t>(round_up(s.N, G::kRows));
     const std::size_t nk = static_cast<std::size_t>(round_up(s.N, G::kKeyUnit));
-    const std::size_t mr = G::kRows, tile_rows = std::max(G::kRows, G::kRowsKey);
+    const std::size_t mr = G::kRows, tile_rows = std::max(G::kRows, G::kKeyStrip);
     return 2 * Sc::aligned(dhp * nk) + 3 * Sc::aligned(static_cast<std::size_t>(s.N) * dhp) +
            2 * Sc::aligned(mr * dhp) + 2 * Sc::aligned(nq * nk) + Sc::aligned(mr * nk) + Sc::aligned(tile_rows * dhp);
 }
@@ -638,12 +714,13 @@ void backward_head_single(T* dqkv, const T* dout, const T* qkv, const T* lse, co
     using G = Tiling<T>;
     using Sd = Simd<T>;
     using V = typename Sd::V;
-    constexpr int W = G::W, MR = G::kRows, KR = G::kRowsKey;
+    constexpr int W = G::W, MR = G::kRows, KS = G::kKeyStrip;
     constexpr int DHP = DH > 0 ? G::padded_dh(DH) : 0;
     const int N = s.N, Dh = DH > 0 ? DH : s.Dh;
     const int dhp = G::padded_dh(Dh);
     const int nq = round_up(N, MR);          // rows of P and dS
-    const int nk = round_up(N, G::kKeyUnit); // columns of P and dS (zero past N)
+    const int nk = round_up(N, W);           // columns of P and dS (keys padded to whole vectors)
+    const int lone = lone_keys<T, DH>(N);
     const std::ptrdiff_t D = s.D(), row3 = 3 * D;
     const T scale = T(1) / std::sqrt(T(Dh));
     const T neg_inf = -std::numeric_limits<T>::infinity();
@@ -663,7 +740,7 @@ void backward_head_single(T* dqkv, const T* dout, const T* qkv, const T* lse, co
     T* pbuf = carve.take(static_cast<std::size_t>(nq) * nk);    // (nq, nk)   P
     T* dsbuf = carve.take(static_cast<std::size_t>(nq) * nk);   // (nq, nk)   dS
     T* dpst = carve.take(static_cast<std::size_t>(MR) * nk);    // (MR, nk)   dP of one strip
-    T* tile = carve.take(static_cast<std::size_t>(std::max(MR, KR)) * dhp);
+    T* tile = carve.take(static_cast<std::size_t>(std::max(MR, KS)) * dhp);
 
     pack_panels<T, DH>(kt, dhp, qkv + qkv_head + D, row3, N, nk, Dh);
     pack_panels<T, DH>(vt, dhp, qkv + qkv_head + 2 * D, row3, N, nk, Dh);
@@ -678,8 +755,8 @@ void backward_head_single(T* dqkv, const T* dout, const T* qkv, const T* lse, co
         const RowView<T> doa = strip_rows<T, DH>(dov.data, dov.ld, r0, N, dhp, Dh, do_tail);
         T* p0 = pbuf + static_cast<std::ptrdiff_t>(r0) * nk;
         T* ds0 = dsbuf + static_cast<std::ptrdiff_t>(r0) * nk;
-        strip_nt<T, DH>(p0, nk, qa.data, qa.ld, kt, nk, Dh, dhp);
-        strip_nt<T, DH>(dpst, nk, doa.data, doa.ld, vt, nk, Dh, dhp);
+        strip_scores<T, DH>(p0, nk, qa.data, qa.ld, kt, kv.data, kv.ld, nk, lone, Dh, dhp);
+        strip_scores<T, DH>(dpst, nk, doa.data, doa.ld, vt, qkv + qkv_head + 2 * D, row3, nk, lone, Dh, dhp);
         for (int r = 0; r < MR; ++r) {
             T* pr = p0 + r * nk;
             T* dsr = ds0 + r * nk;
@@ -706,12 +783,12 @@ void backward_head_single(T* dqkv, const T* dout, const T* qkv, const T* lse, co
         gemm_nn<T, false, true, DHP>(tile, dhp, ds0, nk, kv.data, kv.ld, MR, dhp, N);
         for (int r = 0; r < rows; ++r) row_op<RowOp::add>(dq_head + (r0 + r) * row3, tile + r * dhp, Dh);
     }
-    // dV = P^T dO, dK = dS^T Q, KR keys at a time, over the valid queries
-    for (int k0 = 0; k0 < N; k0 += KR) {
-        const int rows = std::min(KR, N - k0);
-        gemm_nn<T, true, true, DHP>(tile, dhp, pbuf + k0, nk, dov.data, dov.ld, KR, dhp, N);
+    // dV = P^T dO, dK = dS^T Q, KS keys at a time, over the valid queries
+    for (int k0 = 0; k0 < N; k0 += KS) {
+        const int rows = std::min(KS, N - k0);
+        key_strip_product<T, DHP>(tile, dhp, pbuf + k0, nk, dov.data, dov.ld, rows, dhp, N);
         for (int r = 0; r < rows; ++r) row_op<RowOp::add>(dq_head + (k0 + r) * row3 + 2 * D, tile + r * dhp, Dh);
-        gemm_nn<T, true, true, DHP>(tile, dhp, dsbuf + k0, nk, qv.data, qv.ld, KR, dhp, N);
+        key_strip_product<T, DHP>(tile, dhp, dsbuf + k0, nk, qv.data, qv.ld, rows, dhp, N);
         for (int r = 0; r < rows; ++r) row_op<RowOp::add>(dq_head + (k0 + r) * row3 + D, tile + r * dhp, Dh);
     }
 }
