@@ -283,6 +283,10 @@ TEST_CASE("vector exp used by the fused kernels is accurate", "[attention][fused
         for (int l = 0; l < W; ++l) xs[l] = -std::numeric_limits<T>::infinity();
         S::store(ys, S::exp(S::load(xs)));
         for (int l = 0; l < W; ++l) CHECK(ys[l] == T(0));
+        // NaN scores (NaN inputs) must stay visible, not turn into a probability.
+        for (int l = 0; l < W; ++l) xs[l] = l % 2 ? std::numeric_limits<T>::quiet_NaN() : T(-1);
+        S::store(ys, S::exp(S::load(xs)));
+        for (int l = 0; l < W; ++l) CHECK(std::isnan(ys[l]) == (l % 2 == 1));
     };
     check_exp(0.0f, 2e-7);
     check_exp(0.0, 4.5e-16);  // ~2 ulp
