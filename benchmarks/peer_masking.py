@@ -83,7 +83,8 @@ def main():
     common = {"threads": torch.get_num_threads(), "torch": torch.__version__,
               "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),
               "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
-              "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE")}
+              "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE"),
+              "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")}
 
     def report(case, shape, fn):
         ms, n = median_ms(fn, args.warmup, args.repeats, args.min_seconds)

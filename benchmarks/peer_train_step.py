@@ -102,7 +102,8 @@ def run_preset(name, args):
                       "threads": torch.get_num_threads(), "torch": torch.__version__,
                       "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),
                       "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
-                      "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE")}), flush=True)
+                      "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE"),
+                      "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")}), flush=True)
 
 
 def main():
