@@ -2,8 +2,8 @@
 """Tabulates scripts/run-ablations.sh: one markdown row per ablation (mean over seeds).
 
 Usage: python3 benchmarks/ablation_table.py runs/ablations
-Reads <dir>/flags.txt (name + simmim_pretrain flags; the row "random-init" is a linear probe of an
-untrained encoder, <dir>/random-init/s<seed>/linprobe, without pretraining), <dir>/<name>/s<seed>/pretrain/metrics.jsonl (final
+Reads <dir>/flags.txt (name + simmim_pretrain flags; the rows "random-init*" are linear probes of
+untrained encoders, <dir>/random-init/s<seed>/linprobe, without pretraining), <dir>/<name>/s<seed>/pretrain/metrics.jsonl (final
 pretraining loss = mean of the last 5 logged losses), <dir>/<name>/s<seed>/linprobe/summary.json (test
 top-1) and <dir>/avgdist_32.csv (exact AvgDist of the official mask generator at 32 px, model patch 4).
 Writes the table to stdout and to <dir>/table.md. Standard library only.
@@ -35,7 +35,7 @@ def main():
         for seed_dir in sorted((root / name).glob("s*")):
             metrics = seed_dir / "pretrain" / "metrics.jsonl"
             summary = seed_dir / "linprobe" / "summary.json"
-            if not summary.exists() or (name != "random-init" and not metrics.exists()):
+            if not summary.exists() or (not name.startswith("random-init") and not metrics.exists()):
                 continue
             if metrics.exists():
                 rows = [json.loads(l) for l in metrics.read_text().splitlines() if l.strip()]
@@ -45,7 +45,7 @@ def main():
             lines.append(f"| {name} | `{flags or '(baseline)'}` | | not run | not run | 0 |")
             continue
         mp, ratio = flag_value(flags, "--mask-patch", 8), flag_value(flags, "--mask-ratio", 0.6)
-        ad = avgdist.get((mp, round(ratio, 1))) if name != "random-init" else None
+        ad = avgdist.get((mp, round(ratio, 1))) if not name.startswith("random-init") else None
         ad_s = f"{ad:.2f}" if ad is not None else "-"
         fmt = lambda xs, d: ", ".join(f"{x:.{d}f}" for x in xs) if len(xs) > 1 else f"{xs[0]:.{d}f}"
         mean = lambda xs: statistics.fmean(xs)

@@ -27,6 +27,7 @@ jobs=${JOBS:-1}
 # name -> simmim_pretrain flags (one change from the baseline each)
 declare -A FLAGS=(
     [random-init]="(no pretraining)"
+    [random-init-official]="(no pretraining) --vit official"
     [baseline]=""
     [mask-patch-4]="--mask-patch 4"
     [mask-patch-16]="--mask-patch 16"
@@ -42,7 +43,7 @@ declare -A FLAGS=(
     [pred-res-8]="--pred-resolution 8"
     [vit-official]="--vit official"
 )
-ALL=(random-init baseline mask-patch-4 mask-patch-16 ratio-0.1 ratio-0.3 ratio-0.8 ratio-0.9 head-mlp recon-all loss-l2 target-norm
+ALL=(random-init random-init-official baseline mask-patch-4 mask-patch-16 ratio-0.1 ratio-0.3 ratio-0.8 ratio-0.9 head-mlp recon-all loss-l2 target-norm
      pred-res-16 pred-res-8 vit-official)
 ORDER=("${ALL[@]}")
 if [[ $# -gt 0 ]]; then ORDER=("$@"); fi
@@ -59,9 +60,10 @@ run_one() {  # name seed
     if [[ -f "$dir/linprobe/summary.json" ]]; then echo "[$name s$s] done already"; return; fi
     rm -rf "$dir"
     mkdir -p "$dir"
-    if [[ $name == random-init ]]; then  # the reference: a linear probe of the untrained encoder
+    if [[ $name == random-init* ]]; then  # the references: linear probes of untrained encoders
+        # shellcheck disable=SC2086
         "$build/examples/simmim_finetune" --mode linprobe --model "$model" --epochs "$lp_epochs" --batch 256 --max-train "$lp_max" \
-            --threads "$threads" --seed "$s" --out "$dir/linprobe" >"$dir/linprobe.log" 2>&1
+            --threads "$threads" --seed "$s" ${FLAGS[$name]#"(no pretraining)"} --out "$dir/linprobe" >"$dir/linprobe.log" 2>&1
         echo "[$name s$s] $(tail -1 "$dir/linprobe.log")"
         return
     fi
