@@ -35,7 +35,12 @@
 namespace simmim::examples {
 
 /// Presets for which the binaries instantiate the ablation variants (each variant is a separate model type).
+/// SIMMIM_EXAMPLES_FEW_VARIANTS keeps only the test preset (scripts/sanitize.sh: compile time under ASan).
+#ifdef SIMMIM_EXAMPLES_FEW_VARIANTS
+inline constexpr std::array<std::string_view, 1> kAblationPresets{"vit-tiny-test"};
+#else
 inline constexpr std::array<std::string_view, 3> kAblationPresets{"vit-m4-32-c1", "vit-t4-32-c1", "vit-tiny-test"};
+#endif
 
 template <ViTConfig C>
 constexpr bool offers_ablations() {
