@@ -156,9 +156,18 @@ public:
                 }
             }
         }
-        std::ofstream out(path, std::ios::trunc);
-        if (!out) throw std::runtime_error("cannot write metrics file " + path.string());
-        for (const auto& r : log.rows_) out << r.dump() << '\n';
+        // the kept rows go to a temporary that replaces the log by rename: a process killed here leaves the old
+        // log whole (truncating in place lost the history of a run killed right after a resume, tests/kill_resume.sh)
+        const std::filesystem::path tmp = path.string() + ".tmp";
+        {
+            std::ofstream out(tmp, std::ios::trunc);
+            for (const auto& r : log.rows_) out << r.dump() << '\n';
+            out.flush();
+            if (!out) throw std::runtime_error("cannot write metrics file " + tmp.string());
+        }
+        std::error_code ec;
+        std::filesystem::rename(tmp, path, ec);
+        if (ec) throw std::runtime_error("cannot replace metrics file " + path.string() + ": " + ec.message());
         return log;
     }
     void append(std::int64_t step, std::int64_t epoch, double loss, double lr, double gnorm, double ips) {
