@@ -91,11 +91,12 @@ add_peer_variant() {  # label, env arguments...
 blas_options=(env)
 [[ -n "${OPENBLAS_CORETYPE:-}${OPENBLAS_L2_SIZE:-}" ]] && blas_options+=(unset)
 wait_options=(env)
-[[ "${OMP_WAIT_POLICY:-}" != PASSIVE && "${OMP_WAIT_POLICY:-}" != passive ]] && wait_options+=(passive)
+# PASSIVE first: on a shared machine the likely fastest variants then run earliest.
+[[ "${OMP_WAIT_POLICY:-}" != PASSIVE && "${OMP_WAIT_POLICY:-}" != passive ]] && wait_options=(passive env)
 thread_options=("$THREADS")
 [[ "$PEER_VARIANTS" == all && "$THREADS" != 1 ]] && thread_options+=(1)
-for blas in "${blas_options[@]}"; do
-    for wait in "${wait_options[@]}"; do
+for wait in "${wait_options[@]}"; do
+    for blas in "${blas_options[@]}"; do
         for bt in "${thread_options[@]}"; do
             args=()
             [[ "$blas" == unset ]] && args+=(-u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE)
