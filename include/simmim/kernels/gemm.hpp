@@ -6,8 +6,11 @@
 //   otherwise, or with SIMMIM_NO_SIMD defined: Eigen maps (also the path for double).
 // Loop nest (per thread): N blocks of NB columns > K blocks of KC > pack B block (KC x NB) >
 // M blocks of MB rows > pack A block (MB x KC, L2) > B micro-panel (KC x NR) > A micro-panel
-// (MR x KC) > micro-kernel. Packs transpose with 8 x 8 AVX shuffles where needed and zero-pad to
-// whole panels. Edges: the last rows run a kernel with fewer rows, the last columns a kernel
+// (MR x KC) > micro-kernel. When op(A) is row-major (A not transposed) its rows are read in place
+// instead of packed (transposing them into panels cost ~10% of a training step), and so are whole
+// panels of op(B) when B is not transposed (every thread packed all of B, e.g. the activations in
+// a weight gradient). Packs transpose
+// with 8 x 8 AVX shuffles where needed and zero-pad to whole panels. Edges: the last rows run a kernel with fewer rows, the last columns a kernel
 // with fewer vectors, and a partial last vector goes through a scratch tile, so no byte outside
 // the matrices is read or written.
 //
@@ -250,18 +253,26 @@ inline void pack_block(const float* src, std::ptrdiff_t ld_r, std::ptrdiff_t ld_
 }
 
 /// c (ROWS x NVEC*width, row stride ldc) = alpha * a b + (read_c ? beta * c : 0), where a is a
-/// packed A micro-panel (kc, MR) of which the first ROWS rows are used and b a packed B
-/// micro-panel (kc, NVEC*width), 64-byte aligned. Each element is the same sequence of FMAs over
+/// packed A micro-panel (kc, MR) of which the first ROWS rows are used, and b a B micro-panel of
+/// kc rows of NVEC*width values, row k at b + k * ldb (packed: ldb = NVEC*width, 64-byte aligned). Each element is the same sequence of FMAs over
 /// k whatever ROWS and NVEC, so tile shape never changes a result.
 /// Kept out of line so the register allocator sees it alone: inlined into the loop nest, GCC 12
 /// spills an accumulator of the AVX2 tile (16 registers) and halves its speed.
-template <int ROWS, int NVEC>
-[[gnu::noinline]] void micro_kernel(std::ptrdiff_t kc, const float* __restrict a, const float* __restrict b, float* c,
-                                   std::ptrdiff_t ldc, float alpha, float beta, bool read_c) {
+/// With A_ROWS, a is not packed: row r of the A micro-panel is a + r * lda, contiguous along k
+/// (row-major op(A) read in place, which saves transposing it into panels); the sequence of FMAs
+/// and so every result is the same as from the packed panel.
+template <int ROWS, int NVEC, bool A_ROWS = false>
+[[gnu::noinline]] void micro_kernel(std::ptrdiff_t kc, const float* __restrict a, std::ptrdiff_t lda,
+                                   const float* __restrict b, std::ptrdiff_t ldb, float* c, std::ptrdiff_t ldc,
+                                   float alpha, float beta, bool read_c) {
     using V = Isa::V;
     constexpr int W = Isa::width;
     constexpr int nr = NVEC * W;
     V acc[ROWS][NVEC];
+    const float* __restrict arow[ROWS];
+#pragma GCC unroll 8
+    for (int r = 0; r < ROWS; ++r) arow[r] = A_ROWS ? a + r * lda : a + r;
+    constexpr std::ptrdiff_t a_k = A_ROWS ? 1 : MR;  // distance between consecutive k of one row
     // Fetch the C tile into L1 while the k loop runs: every 64-byte line of each row segment.
 #pragma GCC unroll 8
     for (int r = 0; r < ROWS; ++r) {
@@ -276,10 +287,10 @@ template <int ROWS, int NVEC>
     for (std::ptrdiff_t k = 0; k < kc; ++k) {
         V bv[NVEC];
 #pragma GCC unroll 4
-        for (int v = 0; v < NVEC; ++v) bv[v] = Isa::load_aligned(b + k * nr + v * W);
+        for (int v = 0; v < NVEC; ++v) bv[v] = Isa::load(b + k * ldb + v * W);
 #pragma GCC unroll 8
         for (int r = 0; r < ROWS; ++r) {
-            const V av = Isa::splat(a[k * MR + r]);
+            const V av = Isa::splat(arow[r][k * a_k]);
 #pragma GCC unroll 4
             for (int v = 0; v < NVEC; ++v) acc[r][v] = Isa::fma(av, bv[v], acc[r][v]);
         }
@@ -302,32 +313,39 @@ template <int ROWS, int NVEC>
     }
 }
 
-using MicroKernel = void (*)(std::ptrdiff_t, const float*, const float*, float*, std::ptrdiff_t, float, float, bool);
+using MicroKernel = void (*)(std::ptrdiff_t, const float*, std::ptrdiff_t, const float*, std::ptrdiff_t, float*,
+                             std::ptrdiff_t, float, float, bool);
 
-template <std::size_t... I>
+template <bool A_ROWS, std::size_t... I>
 constexpr std::array<MicroKernel, sizeof...(I)> make_micro_kernels(std::index_sequence<I...>) {
-    return {&micro_kernel<static_cast<int>(I) / Isa::NV + 1, static_cast<int>(I) % Isa::NV + 1>...};
+    return {&micro_kernel<static_cast<int>(I) / Isa::NV + 1, static_cast<int>(I) % Isa::NV + 1, A_ROWS>...};
 }
 
-/// micro_kernel<rows, vectors> at [(rows - 1) * NV + vectors - 1], rows in [1, MR], vectors in [1, NV].
+/// micro_kernel<rows, vectors, A_ROWS> at [(rows - 1) * NV + vectors - 1], rows in [1, MR], vectors in [1, NV]:
+/// packed A panels, and A rows read in place.
 inline constexpr std::array<MicroKernel, MR * Isa::NV> kMicroKernels =
-    make_micro_kernels(std::make_index_sequence<MR * Isa::NV>{});
+    make_micro_kernels<false>(std::make_index_sequence<MR * Isa::NV>{});
+inline constexpr std::array<MicroKernel, MR * Isa::NV> kMicroKernelsRows =
+    make_micro_kernels<true>(std::make_index_sequence<MR * Isa::NV>{});
 
 /// Runs the micro-kernel of `rows` rows and panel width nr_panel (a whole number of vectors) on
 /// the rows x cols corner of C at c; when cols < nr_panel the tile goes through a scratch tile so
-/// only C's own elements are read or written.
-inline void run_tile(std::ptrdiff_t kc, const float* a, const float* b, int nr_panel, float* c, std::ptrdiff_t ldc,
-                     std::ptrdiff_t rows, std::ptrdiff_t cols, float alpha, float beta, bool read_c) {
+/// only C's own elements are read or written. a is a packed A micro-panel (lda == 0) or, with
+/// lda > 0, the first of `rows` rows of op(A) read in place, lda apart. Row k of the B micro-panel
+/// is b + k * ldb (ldb = nr_panel for a packed panel).
+inline void run_tile(std::ptrdiff_t kc, const float* a, std::ptrdiff_t lda, const float* b, std::ptrdiff_t ldb,
+                     int nr_panel, float* c, std::ptrdiff_t ldc, std::ptrdiff_t rows, std::ptrdiff_t cols, float alpha,
+                     float beta, bool read_c) {
     const auto index = static_cast<std::size_t>((rows - 1) * Isa::NV + nr_panel / Isa::width - 1);
-    const MicroKernel kernel = kMicroKernels[index];
+    const MicroKernel kernel = lda > 0 ? kMicroKernelsRows[index] : kMicroKernels[index];
     if (cols == nr_panel) {
-        kernel(kc, a, b, c, ldc, alpha, beta, read_c);
+        kernel(kc, a, lda, b, ldb, c, ldc, alpha, beta, read_c);
         return;
     }
     alignas(64) float tile[MR * NR];  // (MR, NR)
     for (std::ptrdiff_t r = 0; r < rows; ++r)
         for (std::ptrdiff_t j = 0; j < nr_panel; ++j) tile[r * NR + j] = (read_c && j < cols) ? c[r * ldc + j] : 0.0f;
-    kernel(kc, a, b, tile, NR, alpha, beta, read_c);
+    kernel(kc, a, lda, b, ldb, tile, NR, alpha, beta, read_c);
     for (std::ptrdiff_t r = 0; r < rows; ++r)
         for (std::ptrdiff_t j = 0; j < cols; ++j) c[r * ldc + j] = tile[r * NR + j];
 }
@@ -369,6 +387,8 @@ inline void gemm_range(std::ptrdiff_t m_begin, std::ptrdiff_t m_end, std::ptrdif
     Scratch& scratch = Scratch::for_this_thread();
     float* a_block = scratch.a_block();  // (MB / MR) panels of (KC, MR)
     float* b_block = scratch.b_block();  // (NB / NR) panels of (KC, NR)
+    const bool a_in_place = a_rk == 1 && a_ri > 0;
+    const bool b_in_place = b_rj == 1;
     for (std::ptrdiff_t n0 = n_begin; n0 < n_end; n0 += Isa::NB) {
         const std::ptrdiff_t nb = std::min<std::ptrdiff_t>(Isa::NB, n_end - n0);
         for (std::ptrdiff_t p0 = 0; p0 < K; p0 += Isa::KC) {
@@ -376,17 +396,29 @@ inline void gemm_range(std::ptrdiff_t m_begin, std::ptrdiff_t m_end, std::ptrdif
             const bool first = p0 == 0;
             const bool read_c = !first || beta != 0.0f;
             const float beta_block = first ? beta : 1.0f;
-            // B block: op(B)[p0 : p0 + kc, n0 : n0 + nb] as panels of NR columns.
-            pack_block(B + p0 * b_rk + n0 * b_rj, b_rj, b_rk, nb, kc, NR, true, b_block);
+            // B block: op(B)[p0 : p0 + kc, n0 : n0 + nb] as panels of NR columns. When op(B)'s rows
+            // are contiguous (B not transposed) whole panels are read in place and only the last,
+            // partial one is packed (zero-padded to whole vectors).
+            const float* b_src = B + p0 * b_rk + n0 * b_rj;
+            const std::ptrdiff_t b_packed_from = b_in_place ? nb / NR * NR : 0;
+            if (b_packed_from < nb)
+                pack_block(b_src + b_packed_from * b_rj, b_rj, b_rk, nb - b_packed_from, kc, NR, true,
+                           b_block + b_packed_from * kc);
             for (std::ptrdiff_t m0 = m_begin; m0 < m_end; m0 += Isa::MB) {
                 const std::ptrdiff_t mb = std::min<std::ptrdiff_t>(Isa::MB, m_end - m0);
-                // A block: op(A)[m0 : m0 + mb, p0 : p0 + kc] as panels of MR rows.
-                pack_block(A + m0 * a_ri + p0 * a_rk, a_ri, a_rk, mb, kc, MR, false, a_block);
+                // A block: op(A)[m0 : m0 + mb, p0 : p0 + kc]. Rows contiguous along k are read in
+                // place (the block stays in L2 across the B panels); otherwise packed as panels of MR rows.
+                const float* a_src = A + m0 * a_ri + p0 * a_rk;
+                if (!a_in_place) pack_block(a_src, a_ri, a_rk, mb, kc, MR, false, a_block);
                 for (std::ptrdiff_t j = 0; j < nb; j += NR) {
                     const std::ptrdiff_t cols = std::min<std::ptrdiff_t>(NR, nb - j);
+                    const bool b_here = j < b_packed_from;  // a whole panel read in place
+                    const float* b_panel = b_here ? b_src + j * b_rj : b_block + j * kc;
+                    const std::ptrdiff_t b_ld = b_here ? b_rk : panel_width(cols);
                     for (std::ptrdiff_t i = 0; i < mb; i += MR)
-                        run_tile(kc, a_block + i * kc, b_block + j * kc, panel_width(cols), C + (m0 + i) * ldc + n0 + j,
-                                 ldc, std::min<std::ptrdiff_t>(MR, mb - i), cols, alpha, beta_block, read_c);
+                        run_tile(kc, a_in_place ? a_src + i * a_ri : a_block + i * kc, a_in_place ? a_ri : 0,
+                                 b_panel, b_ld, panel_width(cols), C + (m0 + i) * ldc + n0 + j, ldc,
+                                 std::min<std::ptrdiff_t>(MR, mb - i), cols, alpha, beta_block, read_c);
                 }
             }
         }
