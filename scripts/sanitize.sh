@@ -19,8 +19,11 @@ exclude=${SIMMIM_ASAN_EXCLUDE-'^(script\.(consumer_builds|static_asserts|kill_re
 # preset tests/ablation_cli.sh uses), which keeps the ASan compile of simmim_pretrain within the CI budget.
 sanitize_flags="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all -DSIMMIM_EXAMPLES_FEW_VARIANTS"
 
+# -O1 -g1 (line tables only) instead of RelWithDebInfo's -O2 -g: with the sanitizers GCC 12 compiles
+# 3-6x faster (test_attention_fused.cpp: 266 s -> 62 s, test_checkpoint.cpp: 165 s -> 26 s, one core)
+# and reports still name file and line.
 cmake -S "$root" -B "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSIMMIM_BUILD_BENCHMARKS=OFF \
-      -DCMAKE_CXX_FLAGS="$sanitize_flags" \
+      -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG" -DCMAKE_CXX_FLAGS="$sanitize_flags" \
       -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined"
 cmake --build "$build_dir" -j"$(nproc)"
 
