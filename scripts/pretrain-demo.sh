@@ -11,5 +11,10 @@ build_dir=${SIMMIM_BUILD_DIR:-$root/build}
 bash "$root/scripts/setup.sh"
 cmake -S "$root" -B "$build_dir" -DCMAKE_BUILD_TYPE=Release > /dev/null
 cmake --build "$build_dir" -j"$(nproc)" --target simmim_pretrain
+# runs/demo unless the extra arguments name their own --out (simmim_pretrain takes one --out only).
+out_args=(--out "$root/runs/demo")
+for arg in "$@"; do
+    if [[ "$arg" == --out || "$arg" == --out=* ]]; then out_args=(); fi
+done
 "$build_dir/examples/simmim_pretrain" --data fashion-mnist --model vit-t4-32-c1 --steps 400 --batch 64 \
-    --log-every 20 --vis-every 200 --save-every 200 --out "$root/runs/demo" "$@"
+    --log-every 20 --vis-every 200 --save-every 200 "${out_args[@]}" "$@"
