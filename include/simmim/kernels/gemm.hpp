@@ -9,9 +9,9 @@
 // (MR x KC) > micro-kernel. When op(A) is row-major (A not transposed) its rows are read in place
 // instead of packed (transposing them into panels cost ~10% of a training step), and so are whole
 // panels of op(B) when B is not transposed (every thread packed all of B, e.g. the activations in
-// a weight gradient). Packs transpose
-// with 8 x 8 AVX shuffles where needed and zero-pad to whole panels. Edges: the last rows run a kernel with fewer rows, the last columns a kernel
-// with fewer vectors, and a partial last vector goes through a scratch tile, so no byte outside
+// a weight gradient). Packs transpose with 8 x 8 AVX shuffles where needed and zero-pad to whole
+// panels. Edges: the last rows run a kernel with fewer rows, the last columns a kernel with fewer
+// vectors, and a partial last vector goes through a scratch tile, so no byte outside
 // the matrices is read or written.
 //
 // Threads: OpenMP, only when not already inside a parallel region and the product is large
@@ -254,8 +254,9 @@ inline void pack_block(const float* src, std::ptrdiff_t ld_r, std::ptrdiff_t ld_
 
 /// c (ROWS x NVEC*width, row stride ldc) = alpha * a b + (read_c ? beta * c : 0), where a is a
 /// packed A micro-panel (kc, MR) of which the first ROWS rows are used, and b a B micro-panel of
-/// kc rows of NVEC*width values, row k at b + k * ldb (packed: ldb = NVEC*width, 64-byte aligned). Each element is the same sequence of FMAs over
-/// k whatever ROWS and NVEC, so tile shape never changes a result.
+/// kc rows of NVEC*width values, row k at b + k * ldb (packed: ldb = NVEC*width, 64-byte aligned).
+/// Each element is the same sequence of FMAs over k whatever ROWS and NVEC, so tile shape never
+/// changes a result.
 /// Kept out of line so the register allocator sees it alone: inlined into the loop nest, GCC 12
 /// spills an accumulator of the AVX2 tile (16 registers) and halves its speed.
 /// With A_ROWS, a is not packed: row r of the A micro-panel is a + r * lda, contiguous along k
@@ -387,7 +388,7 @@ inline void gemm_range(std::ptrdiff_t m_begin, std::ptrdiff_t m_end, std::ptrdif
     Scratch& scratch = Scratch::for_this_thread();
     float* a_block = scratch.a_block();  // (MB / MR) panels of (KC, MR)
     float* b_block = scratch.b_block();  // (NB / NR) panels of (KC, NR)
-    const bool a_in_place = a_rk == 1 && a_ri > 0;
+    const bool a_in_place = a_rk == 1;  // then a_ri >= 1 is the row stride run_tile is given
     const bool b_in_place = b_rj == 1;
     for (std::ptrdiff_t n0 = n_begin; n0 < n_end; n0 += Isa::NB) {
         const std::ptrdiff_t nb = std::min<std::ptrdiff_t>(Isa::NB, n_end - n0);
