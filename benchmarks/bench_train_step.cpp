@@ -135,7 +135,7 @@ template <simmim::ViTConfig C>
 struct TrainingSetup {
     using Model = simmim::ViTSimMIM<float, C>;
     explicit TrainingSetup(int batch_size)
-        : batch(batch_size), model(std::make_unique<Model>(simmim::default_masking<C>(), 1)),
+        : batch(batch_size), model(std::make_unique<Model>(simmim::random_mask_patch<C, simmim::presets::mask_of<C>()>(), 1)),
           optimizer(model->params(), {0.9, 0.999, 1e-8, 0.05}),
           images(static_cast<std::size_t>(batch) * Model::image_numel),
           mask(static_cast<std::size_t>(batch) * Model::L) {

@@ -46,9 +46,7 @@ template <ViTConfig C>
 constexpr bool offers_ablations() {
     for (const auto& p : presets::all)
         for (const auto name : kAblationPresets)
-            if (p.name == name && p.config.image_size == C.image_size && p.config.in_chans == C.in_chans &&
-                p.config.patch_size == C.patch_size && p.config.embed_dim == C.embed_dim && p.config.depth == C.depth &&
-                p.config.num_heads == C.num_heads && p.config.mask_patch_size == C.mask_patch_size)
+            if (p.name == name && p.config == C)
                 return true;
     return false;
 }

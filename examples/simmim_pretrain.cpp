@@ -90,12 +90,14 @@ int train(const Options& o) {
     using namespace simmim;
     constexpr int R = Model::pred_size;
     // ---- everything that can be checked is checked before any work ----
-    const int mask_patch = o.mask_patch > 0 ? o.mask_patch : C.mask_patch_size;
-    const double ratio = o.mask_ratio > 0 ? o.mask_ratio : C.mask_ratio;
-    if (C.image_size % mask_patch != 0 || mask_patch % C.patch_size != 0)
-        throw UsageError("--mask-patch " + std::to_string(mask_patch) + " must divide the image size " + std::to_string(C.image_size) +
-                         " and be a multiple of the model patch " + std::to_string(C.patch_size));
-    RandomMaskPatch masking(C.image_size, mask_patch, C.patch_size, ratio);
+    const MaskSpec preset_mask = presets::find(o.model)->mask;  // the preset's default masking
+    const int mask_patch = o.mask_patch > 0 ? o.mask_patch : preset_mask.patch_size;
+    const double ratio = o.mask_ratio > 0 ? o.mask_ratio : preset_mask.ratio;
+    constexpr EncoderGeometry G = Model::geometry;
+    if (G.image_size % mask_patch != 0 || mask_patch % G.mask_cell() != 0)
+        throw UsageError("--mask-patch " + std::to_string(mask_patch) + " must divide the image size " + std::to_string(G.image_size) +
+                         " and be a multiple of the model patch " + std::to_string(G.mask_cell()));
+    RandomMaskPatch masking(G.image_size, mask_patch, G.mask_cell(), ratio);
     examples::prepare_output_dir(o.out);
     // temporaries of checkpoint writes that a killed run left behind (io::remove_stale_temporaries)
     for (const auto& stale : io::remove_stale_temporaries(fs::path(o.out) / "checkpoint.safetensors"))
@@ -153,14 +155,14 @@ int train(const Options& o) {
 
     // validation images for the pictures: the first K of the held-out split, fixed masks
     const int K = std::min<int>(o.vis_count, static_cast<int>(data.eval->size()));
-    std::vector<float> vis_images(static_cast<std::size_t>(K) * C.image_numel()), vis_mask(static_cast<std::size_t>(K) * C.num_patches());
+    std::vector<float> vis_images(static_cast<std::size_t>(K) * C.image_numel()), vis_mask(static_cast<std::size_t>(K) * Model::mask_tokens);
     {
         const auto eval_cfg = data::eval_transform(data, C.image_size, C.in_chans);
         Rng unused(0);
         for (int k = 0; k < K; ++k) data::augment(data.eval->get(static_cast<std::size_t>(k)), eval_cfg, unused, vis_images.data() + k * C.image_numel());
         masking.generate(derive_seed(o.seed, 0x5669734D61736B), 0, K, vis_mask.data());
     }
-    const io::ReconstructionPanels panels{C.in_chans, C.image_size, C.patch_size, aug.norm.mean, aug.norm.std, 0};
+    const io::ReconstructionPanels panels{C.in_chans, C.image_size, G.mask_cell(), aug.norm.mean, aug.norm.std, 0};
     std::vector<float> vis_pred(vis_images.size());
     auto write_vis = [&](const fs::path& path) {
         set_drop_path(0.0, 0);
@@ -187,7 +189,7 @@ int train(const Options& o) {
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
     data::BatchLoader loader(data.train, aug, o.batch, o.seed, start, 4, 1);
-    std::vector<float> mask(static_cast<std::size_t>(o.batch) * C.num_patches());
+    std::vector<float> mask(static_cast<std::size_t>(o.batch) * Model::mask_tokens);
     examples::Progress progress(total, start, o.log_every);
     std::int64_t skipped_steps = 0, step = start;
     const std::int64_t stop_at = o.stop_after > 0 ? std::min(total, start + o.stop_after) : total;

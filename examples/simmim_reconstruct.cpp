@@ -33,7 +33,7 @@ template <simmim::ViTConfig C>
 void run(const Options& opt) {
     using namespace simmim;
     using Model = ViTSimMIM<float, C>;
-    auto model = std::make_unique<Model>(default_masking<C>(), 0);
+    auto model = std::make_unique<Model>(random_mask_patch<C, presets::mask_of<C>()>(), 0);
     io::load_weights(*model, opt.weights);
 
     const io::TensorFile in = io::read_safetensors(opt.input);
@@ -89,7 +89,7 @@ void list_models() {
     for (const auto& p : simmim::presets::all)
         std::printf("%-14s %6d %5d %6d %5d %6d %6d %11d %6.2f\n", std::string(p.name).c_str(), p.config.image_size,
                     p.config.in_chans, p.config.patch_size, p.config.embed_dim, p.config.depth, p.config.num_heads,
-                    p.config.mask_patch_size, p.config.mask_ratio);
+                    p.mask.patch_size, p.mask.ratio);
 }
 
 }  // namespace

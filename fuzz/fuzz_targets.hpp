@@ -69,7 +69,8 @@ inline void safetensors_input(const std::uint8_t* data, std::size_t size) {
 
 /// The model fuzz targets load checkpoints into: 8 px, 1 channel, patch 4, dim 8, depth 1, 2 heads,
 /// MLP ratio 4, mask patch 4, ratio 0.5 (small, so that inputs are mostly header JSON).
-inline constexpr ViTConfig kFuzzCheckpointConfig{8, 1, 4, 8, 1, 2, 4, 4, 0.5};
+inline constexpr ViTConfig kFuzzCheckpointConfig{8, 1, 4, 8, 1, 2, 4};
+constexpr MaskSpec kFuzzCheckpointConfigMask{4, 0.5};
 
 /// simmim::io::load_checkpoint (the --resume path) on the input written to a file. Oracle for a
 /// checkpoint that loads: saving the loaded state and loading that again reproduces values,
@@ -77,7 +78,7 @@ inline constexpr ViTConfig kFuzzCheckpointConfig{8, 1, 4, 8, 1, 2, 4, 4, 0.5};
 inline void checkpoint_input(const std::uint8_t* data, std::size_t size) {
     using Model = ViTSimMIM<float, kFuzzCheckpointConfig>;
     struct State {
-        std::unique_ptr<Model> model = std::make_unique<Model>(default_masking<kFuzzCheckpointConfig>(), 0);
+        std::unique_ptr<Model> model = std::make_unique<Model>(random_mask_patch<kFuzzCheckpointConfig, kFuzzCheckpointConfigMask>(), 0);
         AdamW<float> opt{model->params()};
     };
     static State state;

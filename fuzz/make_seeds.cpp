@@ -108,8 +108,9 @@ void safetensors_seeds() {
 
 void checkpoint_seeds() {
     // The model of fuzz_checkpoint.cpp, saved as simmim_pretrain saves it.
-    constexpr simmim::ViTConfig config{8, 1, 4, 8, 1, 2, 4, 4, 0.5};
-    simmim::ViTSimMIM<float, config> model(simmim::default_masking<config>(), 3);
+    constexpr simmim::ViTConfig config{8, 1, 4, 8, 1, 2, 4};
+    constexpr simmim::MaskSpec configMask{4, 0.5};
+    simmim::ViTSimMIM<float, config> model(simmim::random_mask_patch<config, configMask>(), 3);
     simmim::AdamW<float> opt(model.params());
     const fs::path tmp = fs::temp_directory_path() / "simmim-make-seeds.safetensors";
     simmim::io::save_checkpoint(tmp, model.params(), opt,

@@ -12,12 +12,13 @@ using namespace simmim;
 namespace fs = std::filesystem;
 
 namespace {
-constexpr ViTConfig kCfg{16, 1, 4, 16, 2, 2, 2, 8, 0.5};
+constexpr ViTConfig kCfg{16, 1, 4, 16, 2, 2, 2};
+constexpr MaskSpec kCfgMask{8, 0.5};
 using Model = ViTSimMIM<float, kCfg>;
 constexpr int kB = 3;
 
 struct Trainer {
-    Model model{default_masking<kCfg>(), 9};
+    Model model{random_mask_patch<kCfg, kCfgMask>(), 9};
     AdamW<float> opt{model.params()};
     std::vector<float> images = [] {
         std::vector<float> v(kB * kCfg.image_numel());
@@ -77,7 +78,7 @@ TEST_CASE("checkpoint: the file doubles as model weights under the official name
     a.step(0);
     const auto path = temp_file("simmim_ckpt_w_");
     io::save_checkpoint(path, a.model.params(), a.opt, {});
-    Model m(default_masking<kCfg>(), 123);
+    Model m(random_mask_patch<kCfg, kCfgMask>(), 123);
     io::load_weights(m, path);  // skips the optimizer.* tensors
     fs::remove(path);
     CHECK(std::equal(a.model.params().values(), a.model.params().values() + a.model.params().size(), m.params().values()));

@@ -269,7 +269,7 @@ TEST_CASE("a checkpoint whose optimizer_steps is missing or not a number or nega
         const Bytes input = regression_input(std::string("checkpoint/") + name);
         const fs::path path = simmim::fuzz::scratch_dir("ckpt-1") / "checkpoint.safetensors";
         simmim::fuzz::write_bytes(path, input.data(), input.size());
-        simmim::ViTSimMIM<float, simmim::fuzz::kFuzzCheckpointConfig> model(simmim::default_masking<simmim::fuzz::kFuzzCheckpointConfig>(), 0);
+        simmim::ViTSimMIM<float, simmim::fuzz::kFuzzCheckpointConfig> model(simmim::random_mask_patch<simmim::fuzz::kFuzzCheckpointConfig, simmim::fuzz::kFuzzCheckpointConfigMask>(), 0);
         simmim::AdamW<float> opt(model.params());
         try {
             simmim::io::load_checkpoint(path, model.params(), opt);

@@ -38,7 +38,8 @@ namespace {
 // 1. the PyTorch fixture
 
 // The fixture's shapes: B = 2, C = 2, 16x16 images, model patch 4 (token grid 4); D = 8 for the head case.
-constexpr ViTConfig kFix{16, 2, 4, 8, 1, 2, 4, 8, 0.5};
+constexpr ViTConfig kFix{16, 2, 4, 8, 1, 2, 4};
+constexpr MaskSpec kFixMask{8, 0.5};
 constexpr int kFixB = 2;
 
 const io::TensorFile& loss_fixture() {
@@ -174,7 +175,8 @@ TEST_CASE("losses, their gradients and targets match PyTorch in float (1e-5)", "
 
 namespace {
 // The small model of test_model.cpp: 8x8 images, 2 channels, patch 2 (token grid 4), D = 8, 2 blocks.
-constexpr ViTConfig kSmall{8, 2, 2, 8, 2, 2, 4, 4, 0.5};
+constexpr ViTConfig kSmall{8, 2, 2, 8, 2, 2, 4};
+constexpr MaskSpec kSmallMask{4, 0.5};
 
 /// Every parameter gradient and d features of a head against central differences of sum(pred * v).
 template <class HeadT>
@@ -246,7 +248,7 @@ template <LossSpec Spec>
 void check_model_gradients() {
     using Model = SmallMLPModel<Spec>;
     INFO("loss " << case_name(LossSpec{Spec.norm, Spec.region, Spec.target, Model::pred_size, Spec.norm_window}));
-    auto model = std::make_unique<Model>(default_masking<kSmall>(), 7);
+    auto model = std::make_unique<Model>(random_mask_patch<kSmall, kSmallMask>(), 7);
     // Perturb every parameter, the head's strongly: with 0.02-scale head weights the encoder's gradients
     // would be too small for finite differences to resolve.
     Rng rng(99);
@@ -455,8 +457,8 @@ void check_default_types_bit_identical() {
     using Spelled = SimMIM<ViTEncoder<T, C>, LinearHead<T, C, C.image_size>, ReconstructionLoss<T, C, LossSpec{}>, RandomMaskPatch>;
     STATIC_REQUIRE_FALSE(std::is_same_v<Today, Spelled>);  // MaskedL1Loss is its own (unchanged) type
     STATIC_REQUIRE(Spelled::pred_size == C.image_size);
-    auto today = std::make_unique<Today>(default_masking<C>(), 5);
-    auto spelled = std::make_unique<Spelled>(default_masking<C>(), 5);
+    auto today = std::make_unique<Today>(random_mask_patch<C, presets::mask_of<C>()>(), 5);
+    auto spelled = std::make_unique<Spelled>(random_mask_patch<C, presets::mask_of<C>()>(), 5);
     const int B = 3;
     std::vector<T> images, mask(static_cast<std::size_t>(B) * C.num_patches());
     std::vector<T> d1(static_cast<std::size_t>(B) * C.image_numel(), T(0)), d2(d1.size(), T(0));

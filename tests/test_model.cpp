@@ -12,12 +12,13 @@ using namespace simmim;
 namespace {
 // Small enough for exhaustive finite differences, with every structural feature of the presets:
 // several heads, several blocks, mask patch larger than the model patch, more than one channel.
-constexpr ViTConfig kSmall{8, 2, 2, 8, 2, 2, 4, 4, 0.5};
+constexpr ViTConfig kSmall{8, 2, 2, 8, 2, 2, 4};
+constexpr MaskSpec kSmallMask{4, 0.5};
 using Model = ViTSimMIM<double, kSmall>;
 }  // namespace
 
 TEST_CASE("whole-model gradients match finite differences for every parameter tensor and the input", "[model][gradcheck]") {
-    Model model(default_masking<kSmall>(), 7);
+    Model model(random_mask_patch<kSmall, kSmallMask>(), 7);
     // Perturb every parameter so LayerNorm weights, biases and tokens are all non-trivial.
     Rng rng(99);
     for (std::size_t i = 0; i < model.params().size(); ++i) model.params().values()[i] += 0.05 * rng.normal();
@@ -44,7 +45,7 @@ TEST_CASE("whole-model gradients match finite differences for every parameter te
 }
 
 TEST_CASE("parameters are registered under the official names with PyTorch shapes", "[model]") {
-    ViTSimMIM<float, presets::vit_tiny_test> model(default_masking<presets::vit_tiny_test>(), 0);
+    ViTSimMIM<float, presets::vit_tiny_test> model(random_mask_patch<presets::vit_tiny_test, presets::mask_32px>(), 0);
     std::map<std::string, std::vector<std::int64_t>> shapes;
     for (const auto& p : model.params().params()) shapes[p.name] = p.shape;
     CHECK(shapes.size() == 4 + 2 * 12 + 2 + 1 + 2);
@@ -60,7 +61,7 @@ TEST_CASE("parameters are registered under the official names with PyTorch shape
 
 TEST_CASE("initialisation: truncated normal std 0.02, zero biases, LayerNorm 1/0, seeded", "[model][init]") {
     using M = ViTSimMIM<double, presets::vit_t4_32>;
-    M a(default_masking<presets::vit_t4_32>(), 5), b(default_masking<presets::vit_t4_32>(), 5), c(default_masking<presets::vit_t4_32>(), 6);
+    M a(random_mask_patch<presets::vit_t4_32, presets::mask_32px>(), 5), b(random_mask_patch<presets::vit_t4_32, presets::mask_32px>(), 5), c(random_mask_patch<presets::vit_t4_32, presets::mask_32px>(), 6);
     CHECK(std::equal(a.params().values(), a.params().values() + a.params().size(), b.params().values()));
     CHECK_FALSE(std::equal(a.params().values(), a.params().values() + a.params().size(), c.params().values()));
     double s = 0, s2 = 0, mx = 0;
@@ -86,8 +87,8 @@ TEST_CASE("initialisation: truncated normal std 0.02, zero biases, LayerNorm 1/0
 
 TEST_CASE("float and double instantiations agree on the loss", "[model]") {
     constexpr auto C = presets::vit_tiny_test;
-    ViTSimMIM<double, C> md(default_masking<C>(), 1);
-    ViTSimMIM<float, C> mf(default_masking<C>(), 1);
+    ViTSimMIM<double, C> md(random_mask_patch<C, presets::mask_of<C>()>(), 1);
+    ViTSimMIM<float, C> mf(random_mask_patch<C, presets::mask_of<C>()>(), 1);
     auto img = test::random_vector(2 * C.image_numel(), 2);
     std::vector<float> imgf(img.begin(), img.end());
     std::vector<double> mask(2 * C.num_patches());

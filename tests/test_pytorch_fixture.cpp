@@ -24,7 +24,7 @@ const io::TensorFile& fixture() {
 
 template <class T>
 struct Loaded {
-    ViTSimMIM<T, kCfg> model{default_masking<kCfg>(), 0};
+    ViTSimMIM<T, kCfg> model{random_mask_patch<kCfg, presets::mask_32px>(), 0};
     std::vector<T> images, mask;
     Loaded() {
         io::import_params(model.params(), fixture(), {.allow_unexpected = true});

@@ -114,7 +114,7 @@ TEST_CASE("reconstruct: without a mask, one is drawn from --seed with the offici
     const auto a = io::read_safetensors(dir / "a.safetensors").at("mask").to<float>();
     const auto b = io::read_safetensors(dir / "b.safetensors").at("mask").to<float>();
     std::vector<float> expected(a.size());
-    default_masking<presets::vit_tiny_test>().generate(3, 0, 2, expected.data());
+    random_mask_patch<presets::vit_tiny_test, presets::mask_32px>().generate(3, 0, 2, expected.data());
     CHECK(a == b);
     CHECK(a == expected);
     for (int s = 0; s < 2; ++s) CHECK(std::accumulate(a.begin() + s * 16, a.begin() + (s + 1) * 16, 0.f) == 12.f);  // 3 of 4 mask patches
@@ -167,7 +167,7 @@ TEST_CASE("reconstruct: bad input gives a one-line error naming what is wrong, n
 TEST_CASE("reconstruct: the contract holds for the small presets with their own weights", "[cli]") {
     TempDir dir;
     auto check_preset = [&]<ViTConfig C>(const std::string& name) {
-        ViTSimMIM<float, C> model(default_masking<C>(), 1);
+        ViTSimMIM<float, C> model(random_mask_patch<C, presets::mask_of<C>()>(), 1);
         io::save_weights(model, dir / "w.safetensors");
         std::vector<float> img(C.image_numel());
         Rng rng(2);

@@ -272,8 +272,9 @@ TEST_CASE("a safetensors header declaring 10^12 bytes is refused before reading,
     CHECK_THAT(message, Contains(path.string()) && Contains("needs " + std::to_string(needed) + " bytes") && Contains("available") &&
                             Contains(available.limited_by));
     // the checkpoint loader reads through the same function
-    constexpr simmim::ViTConfig cfg{8, 1, 4, 8, 1, 2, 4, 4, 0.5};
-    simmim::ViTSimMIM<float, cfg> model(simmim::default_masking<cfg>(), 0);
+    constexpr simmim::ViTConfig cfg{8, 1, 4, 8, 1, 2, 4};
+    constexpr simmim::MaskSpec cfgMask{4, 0.5};
+    simmim::ViTSimMIM<float, cfg> model(simmim::random_mask_patch<cfg, cfgMask>(), 0);
     simmim::AdamW<float> opt(model.params());
     CHECK_THAT(error_of<simmim::io::SafetensorsError>([&] { (void)simmim::io::load_checkpoint(path, model.params(), opt); }),
                Contains(path.string()) && Contains("needs"));
@@ -339,11 +340,12 @@ TEST_CASE("dataset loaders compare what a file needs with the memory available (
 
 namespace {
 
-constexpr simmim::ViTConfig kCkptCfg{16, 1, 4, 16, 2, 2, 2, 8, 0.5};
+constexpr simmim::ViTConfig kCkptCfg{16, 1, 4, 16, 2, 2, 2};
+constexpr simmim::MaskSpec kCkptCfgMask{8, 0.5};
 using CkptModel = simmim::ViTSimMIM<float, kCkptCfg>;
 
 struct TrainState {
-    CkptModel model{simmim::default_masking<kCkptCfg>(), 5};
+    CkptModel model{simmim::random_mask_patch<kCkptCfg, kCkptCfgMask>(), 5};
     simmim::AdamW<float> opt{model.params()};
     void step(std::int64_t s) {
         std::vector<float> images(2 * kCkptCfg.image_numel()), mask(2 * kCkptCfg.num_patches());

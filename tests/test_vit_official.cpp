@@ -33,11 +33,14 @@ using namespace simmim;
 namespace {
 // Small enough for exhaustive finite differences (as tests/test_model.cpp): 2 channels, 2 heads,
 // 2 blocks sharing the bias table, mask patch larger than the model patch.
-constexpr ViTConfig kSmall{8, 2, 2, 8, 2, 2, 4, 4, 0.5};
+constexpr ViTConfig kSmall{8, 2, 2, 8, 2, 2, 4};
+constexpr MaskSpec kSmallMask{4, 0.5};
 // The configuration of tests/fixtures/vit_official_tiny.safetensors (3 heads of 8).
-constexpr ViTConfig kFix{16, 3, 4, 24, 2, 3, 4, 8, 0.6};
+constexpr ViTConfig kFix{16, 3, 4, 24, 2, 3, 4};
+constexpr MaskSpec kFixMask{8, 0.6};
 // Four blocks for the drop path statistics: r_i = 0, r/3, 2r/3, r.
-constexpr ViTConfig kDeep{8, 2, 2, 8, 4, 2, 4, 4, 0.5};
+constexpr ViTConfig kDeep{8, 2, 2, 8, 4, 2, 4};
+constexpr MaskSpec kDeepMask{4, 0.5};
 
 static_assert(Encoder<OfficialViTEncoder<float, presets::vit_t4_32>>);
 static_assert(Encoder<OfficialViTEncoder<double, kSmall>>);
@@ -49,7 +52,7 @@ const io::TensorFile& fixture() {
 
 template <class T>
 struct FixtureModel {
-    OfficialViTSimMIM<T, kFix> model{default_masking<kFix>(), 0};
+    OfficialViTSimMIM<T, kFix> model{random_mask_patch<kFix, kFixMask>(), 0};
     std::vector<T> images, mask;
     FixtureModel() {
         io::LoadOptions options;
@@ -79,7 +82,7 @@ void perturb(Model& model, std::uint64_t seed, double scale) {
 
 template <class Model>
 void check_whole_model_gradients(Model& model, int B) {
-    constexpr ViTConfig C = Model::config;
+    constexpr ViTConfig C = Model::encoder_type::config;
     auto images = test::random_vector(static_cast<std::size_t>(B) * C.image_numel(), 3);
     std::vector<double> mask(static_cast<std::size_t>(B) * C.num_patches());
     model.draw_mask(11, 0, B, mask.data());
@@ -212,13 +215,13 @@ TEST_CASE("attention_bias backward: dbias and dqkv are bit-identical for 1 and s
 // ---------------------------------------------------------------------------------------------
 
 TEST_CASE("official ViT: whole-model gradients match finite differences, drop path off", "[official][gradcheck]") {
-    OfficialViTSimMIM<double, kSmall> model(default_masking<kSmall>(), 7);
+    OfficialViTSimMIM<double, kSmall> model(random_mask_patch<kSmall, kSmallMask>(), 7);
     perturb(model, 99, 0.05);
     check_whole_model_gradients(model, 2);
 }
 
 TEST_CASE("official ViT: whole-model gradients match finite differences, drop path on", "[official][gradcheck][drop_path]") {
-    OfficialViTSimMIM<double, kSmall> model(default_masking<kSmall>(), 7);
+    OfficialViTSimMIM<double, kSmall> model(random_mask_patch<kSmall, kSmallMask>(), 7);
     perturb(model, 99, 0.05);
     const int B = 3;
     // rate 0.5: block 1 drops each branch of each sample with probability 0.5. Pick the first seed whose
@@ -279,7 +282,7 @@ TEST_CASE("official ViT: float matches PyTorch float32 (pred, loss) and float64 
 }
 
 TEST_CASE("official ViT: names, shapes, order and weight-decay groups equal the official PyTorch model's", "[official][fixture]") {
-    OfficialViTSimMIM<float, kFix> model(default_masking<kFix>(), 0);
+    OfficialViTSimMIM<float, kFix> model(random_mask_patch<kFix, kFixMask>(), 0);
     const auto& params = model.params().params();
     const auto& file_names = fixture().names();  // parameters first, in PyTorch state-dict order
     REQUIRE(file_names.size() > params.size());
@@ -304,9 +307,9 @@ TEST_CASE("official ViT: names, shapes, order and weight-decay groups equal the 
 TEST_CASE("official ViT: initialisation (gamma 0.1, zero table, weights within +-0.02 with the layer factors)", "[official][init]") {
     constexpr ViTConfig C = presets::vit_t4_32;  // D 192, 12 blocks: enough draws for the statistics
     using M = OfficialViTSimMIM<double, C>;
-    auto a = std::make_unique<M>(default_masking<C>(), 5);
-    auto b = std::make_unique<M>(default_masking<C>(), 5);
-    auto c = std::make_unique<M>(default_masking<C>(), 6);
+    auto a = std::make_unique<M>(random_mask_patch<C, presets::mask_of<C>()>(), 5);
+    auto b = std::make_unique<M>(random_mask_patch<C, presets::mask_of<C>()>(), 5);
+    auto c = std::make_unique<M>(random_mask_patch<C, presets::mask_of<C>()>(), 6);
     const auto& A = a->params();
     CHECK(std::equal(A.values(), A.values() + A.size(), b->params().values()));
     CHECK_FALSE(std::equal(A.values(), A.values() + A.size(), c->params().values()));
@@ -354,7 +357,7 @@ TEST_CASE("official ViT: initialisation (gamma 0.1, zero table, weights within +
 
 TEST_CASE("official ViT: drop path rates, statistics, determinism and rate 0", "[official][drop_path]") {
     constexpr ViTConfig C = kDeep;
-    OfficialViTSimMIM<double, C> model(default_masking<C>(), 3);
+    OfficialViTSimMIM<double, C> model(random_mask_patch<C, kDeepMask>(), 3);
     perturb(model, 4, 0.05);
     auto& enc = model.encoder();
     const int B = 128;
@@ -434,7 +437,7 @@ TEST_CASE("official ViT: weights round-trip through io::save_weights / load_weig
     std::filesystem::create_directories(dir);
     const auto path = dir / "official.safetensors";
     io::save_weights(src.model, path, {{"format", "official-vit"}});
-    OfficialViTSimMIM<float, kFix> dst(default_masking<kFix>(), 123);
+    OfficialViTSimMIM<float, kFix> dst(random_mask_patch<kFix, kFixMask>(), 123);
     CHECK_FALSE(std::equal(dst.params().values(), dst.params().values() + dst.params().size(), src.model.params().values()));
     io::load_weights(dst, path);
     CHECK(std::equal(dst.params().values(), dst.params().values() + dst.params().size(), src.model.params().values()));
@@ -442,7 +445,7 @@ TEST_CASE("official ViT: weights round-trip through io::save_weights / load_weig
     const float b = dst.forward(src.images.data(), src.mask.data(), 2);
     CHECK(a == b);
     // the file holds exactly the official parameter names: a common-form ViT model must refuse it
-    ViTSimMIM<float, kFix> common(default_masking<kFix>(), 0);
+    ViTSimMIM<float, kFix> common(random_mask_patch<kFix, kFixMask>(), 0);
     CHECK_THROWS_AS(io::load_weights(common, path), io::SafetensorsError);
     std::filesystem::remove_all(dir);
 }

@@ -15,8 +15,9 @@
 #include <vector>
 
 int main() {
-    constexpr simmim::ViTConfig cfg{16, 1, 4, 16, 1, 2, 2, 8, 0.5};  // 16 px, 1 channel, tiny
-    simmim::ViTSimMIM<float, cfg> model(simmim::default_masking<cfg>(), 1);
+    constexpr simmim::ViTConfig cfg{16, 1, 4, 16, 1, 2, 2};  // 16 px, 1 channel, tiny
+    constexpr simmim::MaskSpec cfgMask{8, 0.5};
+    simmim::ViTSimMIM<float, cfg> model(simmim::random_mask_patch<cfg, cfgMask>(), 1);
     simmim::AdamW<float> opt(model.params());
     std::vector<float> images(2 * cfg.image_numel()), mask(2 * cfg.num_patches());
     simmim::Rng rng(2);

@@ -14,7 +14,9 @@
 #include <string>
 #include <vector>
 
+#include "simmim/core/geometry.hpp"
 #include "simmim/core/random.hpp"
+#include "simmim/masking/mask_spec.hpp"
 
 namespace simmim {
 
@@ -111,6 +113,22 @@ private:
     double ratio_;
     int count_ = 0;
 };
+
+/// The official random mask-patch policy for an encoder of geometry G (its mask grid is the model patch
+/// grid of the generator) with the mask patch and ratio of M, checked at compile time:
+///   simmim::ViTSimMIM<float, cfg> model(simmim::random_mask_patch<cfg, {.patch_size = 8, .ratio = 0.6}>());
+/// (a ViTConfig converts to its geometry). For sizes chosen at run time, construct RandomMaskPatch directly
+/// (its constructor checks the same rules and throws std::invalid_argument).
+template <EncoderGeometry G, MaskSpec M>
+RandomMaskPatch random_mask_patch() {
+    static_assert(ValidGeometry<G>::value);
+    static_assert(M.patch_size > 0, "simmim: the mask patch size must be positive");
+    static_assert(M.patch_size % G.mask_cell() == 0,
+                  "simmim: the mask patch size must be a multiple of the encoder's mask-grid cell (the model patch size)");
+    static_assert(G.image_size % M.patch_size == 0, "simmim: the mask patch size must divide the image size");
+    static_assert(M.ratio > 0.0 && M.ratio < 1.0, "simmim: the mask ratio must lie in (0, 1)");
+    return RandomMaskPatch(G.image_size, M.patch_size, G.mask_cell(), M.ratio);
+}
 
 static_assert(MaskingPolicy<RandomMaskPatch>);
 static_assert(MaskingPolicy<RandomTokens>);

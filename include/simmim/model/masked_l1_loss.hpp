@@ -3,16 +3,17 @@
 // normalised target, prediction resolution); with its defaults it gives the same bits as this one.
 #pragma once
 
-#include "simmim/core/config.hpp"
+#include "simmim/core/geometry.hpp"
 #include "simmim/ops/masked_l1.hpp"
 
 namespace simmim {
 
-template <class T, ViTConfig C>
+template <class T, EncoderGeometry G>
 struct MaskedL1Loss {
     using scalar_type = T;
-    static constexpr int Cin = C.in_chans, S = C.image_size, p = C.patch_size;
-    /// pred, target: (B, C, S, S); mask: (B, L) token grid, 1 = masked.
+    static constexpr EncoderGeometry geometry = G;
+    static constexpr int Cin = G.in_chans, S = G.image_size, p = G.mask_cell();
+    /// pred, target: (B, C, S, S); mask: (B, m*m) on the encoder's mask grid, 1 = masked.
     T forward(const T* pred, const T* target, const T* mask, int B) const {
         return ops::masked_l1_forward(pred, target, mask, B, Cin, S, p);
     }

@@ -3,15 +3,15 @@
 //   nn.Sequential(Conv2d(D, Hidden, 1), GELU(), Conv2d(Hidden, r*r*C, 1), PixelShuffle(r))
 // so its parameters are decoder.0.weight [Hidden, D, 1, 1], decoder.0.bias [Hidden],
 // decoder.2.weight [r*r*C, Hidden, 1, 1], decoder.2.bias [r*r*C] (the GELU, exact erf, is index 1).
-// Hidden defaults to D. R is the prediction resolution as for LinearHead (default the image size S;
-// r = R / g pixels per token side). Initialised like the linear head: truncated normal (std 0.02)
+// Hidden defaults to D. G is the encoder's geometry and R the prediction resolution as for LinearHead
+// (default the image size S; r = R / o pixels per feature position side, o the output grid). Initialised like the linear head: truncated normal (std 0.02)
 // weights, zero biases. On token rows each 1x1 conv is a Linear and PixelShuffle is ops::unpatchify.
 #pragma once
 
 #include <algorithm>
 #include <cstddef>
 
-#include "simmim/core/config.hpp"
+#include "simmim/core/geometry.hpp"
 #include "simmim/core/tensor.hpp"
 #include "simmim/ops/fused.hpp"
 #include "simmim/ops/gelu.hpp"
@@ -20,17 +20,18 @@
 
 namespace simmim {
 
-template <class T, ViTConfig C, int Hidden = C.embed_dim, int R = C.image_size>
+template <class T, EncoderGeometry G, int Hidden = G.out_dim, int R = G.image_size>
 class MLPHead {
 public:
     using scalar_type = T;
-    static constexpr int D = C.embed_dim, L = C.num_patches(), Cin = C.in_chans, S = C.image_size, H = Hidden;
-    static constexpr int g = C.grid();
-    static_assert(ValidConfig<C>::value);
+    static constexpr EncoderGeometry geometry = G;
+    static constexpr int D = G.out_dim, L = G.out_tokens(), Cin = G.in_chans, S = G.image_size, H = Hidden;
+    static constexpr int g = G.out_grid;
+    static_assert(ValidGeometry<G>::value);
     static_assert(Hidden > 0, "simmim: the MLP head's hidden width must be positive");
     static_assert(R > 0 && R % g == 0 && S % R == 0,
-                  "simmim: the head resolution R must be a positive multiple of the token grid (image_size / patch_size) "
-                  "that divides image_size");
+                  "simmim: the head resolution R must be a positive multiple of the encoder's output grid (image_size / output "
+                  "stride) that divides image_size");
     /// The prediction is (B, C, out_size, out_size); r pixels per token side; P = r*r*C outputs per token.
     static constexpr int out_size = R, r = R / g, P = r * r * Cin;
 

@@ -1,5 +1,6 @@
 // simmim/model/reconstruction_loss.hpp: the SimMIM loss with the paper's ablations as a type,
-// ReconstructionLoss<T, ViTConfig, LossSpec>.
+// ReconstructionLoss<T, EncoderGeometry, LossSpec> (a ViTConfig converts to its geometry). The token mask
+// is on the encoder's mask grid m (the patch grid of a ViT, the stage-1 patch grid of Swin).
 //
 // LossSpec chooses (defaults = the official loss, ops/masked_l1.hpp, bit for bit):
 //   norm        L1 (official) or L2 (F.mse_loss, no 1/2): paper finding 2, "L1, smooth-L1 and L2 are close"
@@ -8,7 +9,7 @@
 //               target (x - mean) / sqrt(var + 1e-6) over a norm_window x norm_window window (47 by default,
 //               unbiased variance, padded pixels not counted), as norm_targets in the official code
 //   resolution  R, the prediction resolution (finding 6): 0 means the image size S. The head predicts a
-//               (B, C, R, R) image, r = R / g pixels per token side (g the token grid); the target is the
+//               (B, C, R, R) image; the mask is repeated r = R / m times per side (m the mask grid); the target is the
 //               image downsampled to R x R by area averaging (F.avg_pool2d with kernel S / R) and the token
 //               mask is repeated r times per side. The paper only says the original image is downsampled
 //               to the lower resolution; area averaging is the filter we chose (each target pixel is the
@@ -28,7 +29,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "simmim/core/config.hpp"
+#include "simmim/core/geometry.hpp"
 #include "simmim/core/tensor.hpp"
 #include "simmim/ops/masked_l1.hpp"
 #include "simmim/ops/pixel_loss.hpp"
@@ -49,13 +50,14 @@ struct LossSpec {
     int norm_window = 47;  // side of the Normalized target's window (odd); unused for Raw
 };
 
-template <class T, ViTConfig C, LossSpec Spec = LossSpec{}>
+template <class T, EncoderGeometry G, LossSpec Spec = LossSpec{}>
 class ReconstructionLoss {
 public:
     using scalar_type = T;
     static constexpr LossSpec spec = Spec;
-    static constexpr int S = C.image_size, Cin = C.in_chans, g = C.grid();
-    /// R: the prediction (and target) resolution; r = R / g pixels per token side; k = S / R image pixels per target pixel side.
+    static constexpr EncoderGeometry geometry = G;
+    static constexpr int S = G.image_size, Cin = G.in_chans, g = G.mask_grid;
+    /// R: the prediction (and target) resolution; r = R / g pixels per mask-grid cell side; k = S / R image pixels per target pixel side.
     static constexpr int resolution = Spec.resolution == 0 ? S : Spec.resolution;
     static constexpr int R = resolution, r = R / g, k = S / R;
     static constexpr bool normalized = Spec.target == LossTarget::Normalized;
@@ -66,15 +68,15 @@ public:
     /// True when the target differs from the image (downsampled and / or normalised) and forward() keeps it.
     static constexpr bool derived_target = normalized || R != S;
 
-    static_assert(ValidConfig<C>::value);
+    static_assert(ValidGeometry<G>::value);
     static_assert(R > 0 && R % g == 0 && S % R == 0,
-                  "simmim: the loss resolution must be a positive multiple of the token grid (image_size / patch_size) "
+                  "simmim: the loss resolution must be a positive multiple of the encoder's mask grid "
                   "that divides image_size");
     static_assert(!normalized || (Spec.norm_window >= 3 && Spec.norm_window % 2 == 1),
                   "simmim: the normalised target's window (LossSpec::norm_window) must be odd and at least 3");
     static_assert(!normalized || R >= 2, "simmim: the normalised target needs a resolution of at least 2");
 
-    /// Returns the loss. pred (B, C, R, R); image (B, C, S, S), the model input; mask (B, g, g), 1 = masked.
+    /// Returns the loss. pred (B, C, R, R); image (B, C, S, S), the model input; mask (B, g, g) on the mask grid, 1 = masked.
     /// Keeps the derived target (B, C, R, R) for backward() and target().
     T forward(const T* pred, const T* image, const T* mask, int B) const {
         if (B < 1) throw std::invalid_argument("ReconstructionLoss::forward: expected a batch B >= 1, found " + std::to_string(B));

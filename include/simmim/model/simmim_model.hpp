@@ -1,10 +1,13 @@
 // simmim/model/simmim_model.hpp: a SimMIM model composed from an encoder, a head, a loss and a
 // masking policy; it owns the parameter arena all parts register into.
 //
-// The head predicts a (B, C, R, R) image, R = pred_size (Head::out_size, the image size for heads
-// without one); the loss must work at the same resolution (Loss::resolution, likewise), which a
-// static_assert checks. The ablations of the paper are types:
+// The encoder owns the geometry (Enc::geometry, core/geometry.hpp): the mask is (B, m*m) on its mask
+// grid, the features (B, o*o, D_out) on its output grid, and the head and the loss must be built for that
+// geometry (static_asserts say so). The head predicts a (B, C, R, R) image, R = pred_size (Head::out_size,
+// the image size for heads without one); the loss must work at the same resolution (Loss::resolution,
+// likewise). The ablations of the paper are types:
 //   SimMIM<ViTEncoder<T, C>, MLPHead<T, C, 512, 8>, ReconstructionLoss<T, C, {.norm = LossNorm::L2, .resolution = 8}>, RandomMaskPatch>
+// (a ViTConfig C converts to its geometry where a head or loss expects one).
 #pragma once
 
 #include <cstdint>
@@ -12,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "simmim/core/geometry.hpp"
 #include "simmim/core/random.hpp"
 #include "simmim/core/tensor.hpp"
 #include "simmim/masking/masking.hpp"
@@ -37,6 +41,12 @@ constexpr int loss_resolution() {
     if constexpr (requires { Ls::resolution; }) return Ls::resolution;
     else return S;
 }
+/// The geometry a head or loss was built for, when it declares one.
+template <class Part>
+constexpr bool built_for(const EncoderGeometry& g) {
+    if constexpr (requires { Part::geometry; }) return Part::geometry == g;
+    else return true;
+}
 }  // namespace detail
 
 template <Encoder Enc, Head Hd, Loss Ls, MaskingPolicy Mask>
@@ -44,12 +54,20 @@ class SimMIM {
 public:
     using scalar_type = typename Enc::scalar_type;
     using T = scalar_type;
+    using encoder_type = Enc;
+    using head_type = Hd;
+    using loss_type = Ls;
+    using masking_type = Mask;
     static_assert(std::is_same_v<T, typename Hd::scalar_type> && std::is_same_v<T, typename Ls::scalar_type>,
                   "simmim: encoder, head and loss must use the same scalar type");
-    static constexpr ViTConfig config = Enc::config;
-    static constexpr int S = config.image_size, Cin = config.in_chans, L = config.num_patches(), D = Enc::out_dim;
-    static constexpr int token_grid = config.grid();
-    static constexpr std::size_t image_numel = static_cast<std::size_t>(config.image_numel());
+    static constexpr EncoderGeometry geometry = Enc::geometry;
+    static_assert(detail::built_for<Hd>(geometry), "simmim: the head was built for another encoder geometry (Head::geometry)");
+    static_assert(detail::built_for<Ls>(geometry), "simmim: the loss was built for another encoder geometry (Loss::geometry)");
+    static constexpr int S = geometry.image_size, Cin = geometry.in_chans;
+    /// Mask entries per sample (the mask grid m*m) and feature rows per sample (the output grid o*o) of width D.
+    static constexpr int mask_tokens = geometry.mask_tokens(), L = geometry.out_tokens(), D = geometry.out_dim;
+    static constexpr int mask_grid = geometry.mask_grid;
+    static constexpr std::size_t image_numel = static_cast<std::size_t>(geometry.image_numel());
     /// Side of the prediction: pred() is (B, C, pred_size, pred_size); the image size unless the head and
     /// loss work at a lower prediction resolution.
     static constexpr int pred_size = detail::head_out_size<Hd, S>();
@@ -61,9 +79,9 @@ public:
     /// Builds the parts and initialises the parameters from `seed` (see init()).
     explicit SimMIM(Mask masking, std::uint64_t seed = 0)
         : encoder_(arena_), head_(arena_), masking_(std::move(masking)) {
-        if (masking_.token_grid() != token_grid)
-            throw std::invalid_argument("SimMIM: masking policy token grid " + std::to_string(masking_.token_grid()) +
-                                        " does not match the encoder's " + std::to_string(token_grid));
+        if (masking_.token_grid() != mask_grid)
+            throw std::invalid_argument("SimMIM: the masking policy's token grid " + std::to_string(masking_.token_grid()) +
+                                        " is not the encoder's mask grid " + std::to_string(mask_grid));
         arena_.allocate();
         init(seed);
     }
@@ -75,13 +93,13 @@ public:
     /// Reproducible from `seed` and independent of the thread count.
     void init(std::uint64_t seed) { arena_.initialize(seed); }
 
-    /// Loss of a batch: images (B, C, S, S) normalised, mask (B, h, w) at the token grid, 1 = masked.
+    /// Loss of a batch: images (B, C, S, S) normalised, mask (B, m, m) on the encoder's mask grid, 1 = masked.
     /// Keeps what backward() needs; pred() holds the head output (B, C, pred_size, pred_size).
     T forward(const T* images, const T* mask, int B) {
         if (B <= 0) throw std::invalid_argument("SimMIM::forward: batch must be positive");
         batch_ = B;
         images_ = images;
-        mask_.assign(mask, mask + static_cast<std::ptrdiff_t>(B) * L);
+        mask_.assign(mask, mask + static_cast<std::ptrdiff_t>(B) * mask_tokens);
         features_.resize(static_cast<std::size_t>(B) * L * D);
         pred_.resize(static_cast<std::size_t>(B) * pred_numel);
         encoder_.forward(features_.data(), images, mask_.data(), B);
@@ -103,16 +121,17 @@ public:
         encoder_.backward(dfeatures_.data(), dimages);
     }
 
-    /// Draw a batch of masks with the model's masking policy: mask (B, h, w).
+    /// Draw a batch of masks with the model's masking policy: mask (B, m, m).
     void draw_mask(std::uint64_t seed, std::int64_t step, int B, T* mask) const { masking_.generate(seed, step, B, mask); }
 
     void zero_grad() { arena_.zero_grad(); }
     ParamArena<T>& params() noexcept { return arena_; }
     const ParamArena<T>& params() const noexcept { return arena_; }
     const AlignedVector<T>& pred() const noexcept { return pred_; }    // (B, C, pred_size, pred_size)
-    const AlignedVector<T>& mask() const noexcept { return mask_; }    // (B, h, w)
+    const AlignedVector<T>& mask() const noexcept { return mask_; }    // (B, m, m)
     T loss() const noexcept { return loss_; }
     Enc& encoder() noexcept { return encoder_; }
+    const Enc& encoder() const noexcept { return encoder_; }
     Hd& head() noexcept { return head_; }
     const Ls& loss_function() const noexcept { return loss_fn_; }
     Ls& loss_function() noexcept { return loss_fn_; }  // e.g. to configure a run-time loss
@@ -134,10 +153,5 @@ private:
 template <class T, ViTConfig C>
 using ViTSimMIM = SimMIM<ViTEncoder<T, C>, LinearHead<T, C>, MaskedL1Loss<T, C>, RandomMaskPatch>;
 
-/// The official masking policy with the configuration's defaults.
-template <ViTConfig C>
-RandomMaskPatch default_masking() {
-    return RandomMaskPatch(C.image_size, C.mask_patch_size, C.patch_size, C.mask_ratio);
-}
 
 }  // namespace simmim

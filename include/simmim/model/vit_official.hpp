@@ -17,6 +17,9 @@
 //   x   = x + s2 * gamma_2 * fc2(gelu(fc1(norm2(x))))
 // backward: dfeatures (B, L, D) -> accumulates every parameter gradient (the table's is the sum over
 // blocks and samples), and dimage if asked.
+// encode: the same features without keeping anything for backward, drop path off (inference, const).
+// Composed from the shared parts (model/parts/) as the common ViT: patch embedding (cls token, no
+// position embedding), block stack, final norm.
 //
 // Parameters (official state-dict names and order): encoder.cls_token [1,1,D], encoder.mask_token
 // [1,1,D], encoder.patch_embed.proj.weight [D,C,p,p] / .bias, encoder.rel_pos_bias.
@@ -43,56 +46,53 @@
 #include <vector>
 
 #include "simmim/core/config.hpp"
+#include "simmim/core/geometry.hpp"
 #include "simmim/core/tensor.hpp"
+#include "simmim/model/parts/block_stack.hpp"
+#include "simmim/model/parts/layer_norm.hpp"
+#include "simmim/model/parts/mlp.hpp"
+#include "simmim/model/parts/patch_embedding.hpp"
+#include "simmim/model/parts/prenorm_buffers.hpp"
 #include "simmim/model/simmim_model.hpp"
+#include "simmim/model/vit_encoder.hpp"
 #include "simmim/ops/attention_bias.hpp"
 #include "simmim/ops/drop_path.hpp"
-#include "simmim/ops/fused.hpp"
-#include "simmim/ops/gelu.hpp"
-#include "simmim/ops/layernorm.hpp"
 #include "simmim/ops/linear.hpp"
-#include "simmim/ops/patch.hpp"
+#include "simmim/ops/tokens.hpp"
 
 namespace simmim {
 
 /// One block of the official SimMIM ViT (BEiT block with layer scale, q/v bias and an external
 /// relative position bias): x += s1 * gamma_1 * attn(norm1(x), bias); x += s2 * gamma_2 * mlp(norm2(x)).
-template <class T, ViTConfig C>
+template <class T, BlockSpec Bk>
 class OfficialViTBlock {
+    static_assert(Bk.dim > 0 && Bk.tokens > 0 && Bk.heads > 0 && Bk.mlp_hidden > 0, "simmim: block sizes must be positive");
+    static_assert(Bk.dim % Bk.heads == 0, "simmim: embed_dim must be a multiple of num_heads");
+
 public:
-    static constexpr int D = C.embed_dim, N = C.num_tokens(), H = C.num_heads, Dh = C.head_dim(), F = C.mlp_hidden();
+    static constexpr int D = Bk.dim, N = Bk.tokens, H = Bk.heads, Dh = Bk.head_dim(), F = Bk.mlp_hidden;
     static constexpr T kEps = T(1e-6);  // norm_layer = partial(nn.LayerNorm, eps=1e-6)
 
-    /// Activations a block caches in forward for its backward.
-    struct Cache {
-        BatchTensor<T, Shape<N, D>> ln1, attn, a, mid, ln2, m;  // a = proj output, m = fc2 output
-        BatchTensor<T, Shape<N>> mean1, rstd1, mean2, rstd2;
-        BatchTensor<T, Shape<N, 3 * D>> qkv;
-        BatchTensor<T, Shape<H, N>> lse;  // row log-sum-exp of the biased attention scores
-        BatchTensor<T, Shape<N, F>> fc1, act;
-        std::vector<T> scale1, scale2;    // (B) drop path factors of the two branches
+    /// Activations a block caches in forward for its backward: the pre-norm block's, plus the branch
+    /// outputs before the layer scale and the drop path factors.
+    struct Cache : PreNormCache<T, N, D, H, F> {
+        BatchTensor<T, Shape<N, D>> a, m;  // a = proj output, m = fc2 output
+        std::vector<T> scale1, scale2;     // (B) drop path factors of the two branches
         void resize(std::size_t B) {
-            for (auto* t : {&ln1, &attn, &a, &mid, &ln2, &m}) t->resize(B);
-            for (auto* t : {&mean1, &rstd1, &mean2, &rstd2}) t->resize(B);
-            qkv.resize(B);
-            lse.resize(B);
-            fc1.resize(B);
-            act.resize(B);
+            PreNormCache<T, N, D, H, F>::resize(B);
+            a.resize(B);
+            m.resize(B);
             scale1.assign(B, T(1));
             scale2.assign(B, T(1));
         }
     };
     /// Gradient scratch shared by all blocks (the backward of one block at a time).
-    struct Scratch {
-        BatchTensor<T, Shape<N, D>> d_ln, d_attn, d_branch, d_mid;
-        BatchTensor<T, Shape<N, 3 * D>> d_qkv;
-        BatchTensor<T, Shape<N, F>> d_fc1, d_act;
+    struct Scratch : PreNormScratch<T, N, D, F> {
+        BatchTensor<T, Shape<N, D>> d_branch;
         AlignedVector<T> d_qkv_bias = AlignedVector<T>(3 * D);  // (3D) column sums of d_qkv
         void resize(std::size_t B) {
-            for (auto* t : {&d_ln, &d_attn, &d_branch, &d_mid}) t->resize(B);
-            d_qkv.resize(B);
-            d_fc1.resize(B);
-            d_act.resize(B);
+            PreNormScratch<T, N, D, F>::resize(B);
+            d_branch.resize(B);
         }
     };
 
@@ -101,38 +101,28 @@ public:
     OfficialViTBlock(ParamArena<T>& arena, const std::string& prefix, int layer_id)
         : gamma_1(arena.template add<Shape<D>>(prefix + "gamma_1", Init::Constant, false, 0.1)),
           gamma_2(arena.template add<Shape<D>>(prefix + "gamma_2", Init::Constant, false, 0.1)),
-          norm1_w(arena.template add<Shape<D>>(prefix + "norm1.weight", Init::Ones, false)),
-          norm1_b(arena.template add<Shape<D>>(prefix + "norm1.bias", Init::Zeros, false)),
+          norm1(arena, prefix + "norm1."),
           q_bias(arena.template add<Shape<D>>(prefix + "attn.q_bias", Init::Zeros, false)),
           v_bias(arena.template add<Shape<D>>(prefix + "attn.v_bias", Init::Zeros, false)),
           qkv_w(arena.template add<Shape<3 * D, D>>(prefix + "attn.qkv.weight", Init::TruncNormalStd, true)),
           proj_w(arena.template add<Shape<D, D>>(prefix + "attn.proj.weight", Init::TruncNormalStd, true, 0.0,
-                                                 1.0 / std::sqrt(2.0 * layer_id))),
+                                                 1.0 / std::sqrt(2.0 * checked_layer_id(layer_id)))),
           proj_b(arena.template add<Shape<D>>(prefix + "attn.proj.bias", Init::Zeros, false)),
-          norm2_w(arena.template add<Shape<D>>(prefix + "norm2.weight", Init::Ones, false)),
-          norm2_b(arena.template add<Shape<D>>(prefix + "norm2.bias", Init::Zeros, false)),
-          fc1_w(arena.template add<Shape<F, D>>(prefix + "mlp.fc1.weight", Init::TruncNormalStd, true)),
-          fc1_b(arena.template add<Shape<F>>(prefix + "mlp.fc1.bias", Init::Zeros, false)),
-          fc2_w(arena.template add<Shape<D, F>>(prefix + "mlp.fc2.weight", Init::TruncNormalStd, true, 0.0,
-                                                1.0 / std::sqrt(2.0 * layer_id))),
-          fc2_b(arena.template add<Shape<D>>(prefix + "mlp.fc2.bias", Init::Zeros, false)) {
-        if (layer_id < 1) throw std::invalid_argument("OfficialViTBlock: layer_id is 1-based, found " + std::to_string(layer_id));
-    }
+          norm2(arena, prefix + "norm2."),
+          mlp(arena, prefix + "mlp.", Init::TruncNormalStd, 1.0 / std::sqrt(2.0 * layer_id)) {}
 
     /// out (B, N, D) = block(in (B, N, D)) with the shared attention bias (H, N, N); fills cache.
     /// The drop path factors are read from c.scale1 / c.scale2 (B), set by the caller.
     void forward(T* out, const T* in, const T* bias, int B, Cache& c) const {
         const std::ptrdiff_t M = static_cast<std::ptrdiff_t>(B) * N;
-        ops::layernorm_forward(c.ln1.data(), c.mean1.data(), c.rstd1.data(), in, norm1_w.data(), norm1_b.data(), M, D, kEps);
+        norm1.forward(c.ln1.data(), c.mean1.data(), c.rstd1.data(), in, M, kEps);
         ops::linear_forward(c.qkv.data(), c.ln1.data(), qkv_w.data(), static_cast<const T*>(nullptr), M, D, 3 * D);
         add_qv_bias(c.qkv.data(), M);
         ops::attention_bias_forward(c.attn.data(), c.lse.data(), c.qkv.data(), bias, B, N, H, Dh);
         ops::linear_forward(c.a.data(), c.attn.data(), proj_w.data(), proj_b.data(), M, D, D);
         ops::layer_scale_residual_forward(c.mid.data(), in, c.a.data(), gamma_1.data(), c.scale1.data(), B, N, D);
-        ops::layernorm_forward(c.ln2.data(), c.mean2.data(), c.rstd2.data(), c.mid.data(), norm2_w.data(), norm2_b.data(), M, D, kEps);
-        ops::linear_forward(c.fc1.data(), c.ln2.data(), fc1_w.data(), static_cast<const T*>(nullptr), M, D, F);
-        ops::bias_gelu_forward(c.act.data(), c.fc1.data(), c.fc1.data(), fc1_b.data(), M, F);
-        ops::linear_forward(c.m.data(), c.act.data(), fc2_w.data(), fc2_b.data(), M, F, D);
+        norm2.forward(c.ln2.data(), c.mean2.data(), c.rstd2.data(), c.mid.data(), M, kEps);
+        mlp.forward(c.m.data(), c.ln2.data(), B, c.mlp);
         ops::layer_scale_residual_forward(out, c.mid.data(), c.m.data(), gamma_2.data(), c.scale2.data(), B, N, D);
     }
 
@@ -140,17 +130,11 @@ public:
     /// dbias (H, N, N) (+=), and writes din (B, N, D) (overwrites).
     void backward(T* din, T* dbias, const T* dout, const T* in, const T* bias, int B, const Cache& c, Scratch& s) const {
         const std::ptrdiff_t M = static_cast<std::ptrdiff_t>(B) * N;
-        // MLP branch: d_mid = dout + LN2'(fc1'(gelu'(fc2'(s2 * gamma_2 * dout))))
+        // MLP branch: d_mid = dout + LN2'(mlp'(s2 * gamma_2 * dout))
         ops::layer_scale_residual_backward(s.d_branch.data(), gamma_2.grad(), dout, c.m.data(), gamma_2.data(), c.scale2.data(), B, N, D);
-        std::fill_n(s.d_act.data(), M * F, T(0));
-        ops::linear_backward(s.d_act.data(), fc2_w.grad(), fc2_b.grad(), s.d_branch.data(), c.act.data(), fc2_w.data(), M, F, D);
-        std::fill_n(s.d_fc1.data(), M * F, T(0));
-        ops::gelu_backward(s.d_fc1.data(), s.d_act.data(), c.fc1.data(), M * F);
-        std::fill_n(s.d_ln.data(), M * D, T(0));
-        ops::linear_backward(s.d_ln.data(), fc1_w.grad(), fc1_b.grad(), s.d_fc1.data(), c.ln2.data(), fc1_w.data(), M, D, F);
+        mlp.backward(s.d_ln.data(), s.d_branch.data(), c.ln2.data(), B, c.mlp, s.mlp);
         std::copy_n(dout, M * D, s.d_mid.data());
-        ops::layernorm_backward(s.d_mid.data(), norm2_w.grad(), norm2_b.grad(), s.d_ln.data(), c.mid.data(), c.mean2.data(),
-                                c.rstd2.data(), norm2_w.data(), M, D);
+        norm2.backward(s.d_mid.data(), s.d_ln.data(), c.mid.data(), c.mean2.data(), c.rstd2.data(), M);
         // attention branch: din = d_mid + LN1'(qkv'(attn'(proj'(s1 * gamma_1 * d_mid))))
         ops::layer_scale_residual_backward(s.d_branch.data(), gamma_1.grad(), s.d_mid.data(), c.a.data(), gamma_1.data(),
                                            c.scale1.data(), B, N, D);
@@ -168,20 +152,23 @@ public:
             dv[d] += s.d_qkv_bias[2 * D + d];
         }
         std::copy_n(s.d_mid.data(), M * D, din);
-        ops::layernorm_backward(din, norm1_w.grad(), norm1_b.grad(), s.d_ln.data(), in, c.mean1.data(), c.rstd1.data(),
-                                norm1_w.data(), M, D);
+        norm1.backward(din, s.d_ln.data(), in, c.mean1.data(), c.rstd1.data(), M);
     }
 
-    Param<T, Shape<D>> gamma_1, gamma_2, norm1_w, norm1_b, q_bias, v_bias;
+    Param<T, Shape<D>> gamma_1, gamma_2;
+    LayerNormParams<T, D> norm1;
+    Param<T, Shape<D>> q_bias, v_bias;
     Param<T, Shape<3 * D, D>> qkv_w;
     Param<T, Shape<D, D>> proj_w;
-    Param<T, Shape<D>> proj_b, norm2_w, norm2_b;
-    Param<T, Shape<F, D>> fc1_w;
-    Param<T, Shape<F>> fc1_b;
-    Param<T, Shape<D, F>> fc2_w;
-    Param<T, Shape<D>> fc2_b;
+    Param<T, Shape<D>> proj_b;
+    LayerNormParams<T, D> norm2;
+    Mlp<T, N, D, F> mlp;
 
 private:
+    static int checked_layer_id(int layer_id) {
+        if (layer_id < 1) throw std::invalid_argument("OfficialViTBlock: layer_id is 1-based, found " + std::to_string(layer_id));
+        return layer_id;
+    }
     /// qkv (M, 3D) += [q_bias, 0, v_bias] per row (torch.cat((q_bias, zeros, v_bias)) in F.linear).
     void add_qv_bias(T* qkv, std::ptrdiff_t M) const {
         const T* qb = q_bias.data();
@@ -207,34 +194,32 @@ class OfficialViTEncoder {
 public:
     using scalar_type = T;
     static constexpr ViTConfig config = C;
+    static constexpr EncoderGeometry geometry = C.geometry();
     static constexpr int S = C.image_size, Cin = C.in_chans, p = C.patch_size, g = C.grid();
     static constexpr int L = C.num_patches(), N = C.num_tokens(), D = C.embed_dim, P = C.patch_dim(), H = C.num_heads;
     static constexpr int R = ops::relative_position_table_rows(g);  // rows of the relative position bias table
     static constexpr int out_dim = D;          // feature width handed to the head
     static constexpr int out_stride = p;       // pixels per feature position
     static constexpr int num_layers = C.depth; // for layer-wise lr decay
-    using Block = OfficialViTBlock<T, C>;
+    using Block = OfficialViTBlock<T, C.block()>;
+    using Embedding = PatchEmbedding<T, PatchEmbedSpec{S, Cin, p, D, /*cls_token=*/true, /*pos_embed=*/false}>;
 
+    /// Registers the parameters in the official order: cls_token, mask_token, patch_embed.proj, the
+    /// shared relative position bias table, blocks, norm.
     explicit OfficialViTEncoder(ParamArena<T>& arena)
-        : cls_token(arena.template add<Shape<1, 1, D>>("encoder.cls_token", Init::TruncNormalStd, false)),
-          mask_token(arena.template add<Shape<1, 1, D>>("encoder.mask_token", Init::TruncNormalStd, true)),
-          patch_w(arena.template add<Shape<D, Cin, p, p>>("encoder.patch_embed.proj.weight", Init::TruncNormalStd, true)),
-          patch_b(arena.template add<Shape<D>>("encoder.patch_embed.proj.bias", Init::Zeros, false)),
-          rel_pos_table(arena.template add<Shape<R, H>>("encoder.rel_pos_bias.relative_position_bias_table", Init::Zeros, true)),
-          index_(ops::relative_position_index(g)) {
-        blocks_.reserve(C.depth);
-        for (int i = 0; i < C.depth; ++i) blocks_.emplace_back(arena, "encoder.blocks." + std::to_string(i) + ".", i + 1);
-        norm_w = arena.template add<Shape<D>>("encoder.norm.weight", Init::Ones, false);
-        norm_b = arena.template add<Shape<D>>("encoder.norm.bias", Init::Zeros, false);
-    }
+        : embed_(arena, {Init::TruncNormalStd, /*mask_token_decay=*/true, /*mask_token_first=*/true}),
+          rel_pos_table_(arena.template add<Shape<R, H>>("encoder.rel_pos_bias.relative_position_bias_table", Init::Zeros, true)),
+          index_(ops::relative_position_index(g)),
+          stack_(C.depth, [&](int i) { return Block(arena, "encoder.blocks." + std::to_string(i) + ".", i + 1); }),
+          norm_(arena, "encoder.norm.") {}
 
     /// Stochastic depth for the following forward passes: block i drops each sample's attention and
     /// MLP branches independently with rate r_i = linspace(0, rate, depth)[i] (BEiT's rule; block 0
     /// never drops), kept branches scaled by 1 / (1 - r_i). The draws are a pure function of
     /// (seed, step, block, branch, sample) (ops::drop_path_scale), so a resumed run is bit-identical;
     /// backward() uses the factors of the last forward. rate 0 (the default) disables it exactly:
-    /// call set_drop_path(0, 0, 0) for evaluation, linear probing or reconstruction. The official
-    /// pretraining uses rate 0.1. Throws std::invalid_argument unless 0 <= rate < 1.
+    /// call set_drop_path(0, 0, 0) for evaluation, linear probing or reconstruction (encode() never
+    /// drops). The official pretraining uses rate 0.1. Throws std::invalid_argument unless 0 <= rate < 1.
     void set_drop_path(double rate, std::uint64_t seed, std::int64_t step) {
         if (!(rate >= 0.0 && rate < 1.0))
             throw std::invalid_argument("OfficialViTEncoder::set_drop_path: rate must lie in [0, 1), found " + std::to_string(rate));
@@ -247,9 +232,9 @@ public:
     /// features (B, L, D) from image (B, C, S, S) and mask (B, L) (1 = masked).
     void forward(T* features, const T* image, const T* mask, int B) {
         forward_tokens(image, mask, B, C.depth);
-        ops::layernorm_forward(final_.data(), fmean_.data(), frstd_.data(), xs_[C.depth].data(), norm_w.data(), norm_b.data(),
-                               static_cast<std::ptrdiff_t>(B) * N, D, Block::kEps);
-        drop_cls(features, final_.data(), B);
+        norm_.forward(final_.out.data(), final_.mean.data(), final_.rstd.data(), stack_.output(C.depth),
+                      static_cast<std::ptrdiff_t>(B) * N, Block::kEps);
+        ops::drop_leading_tokens(features, final_.out.data(), B, N, 1, D);
     }
 
     /// Runs the embedding and the first `blocks` blocks only (no final norm); returns their output
@@ -261,89 +246,63 @@ public:
                                         std::to_string(blocks));
         if (B <= 0) throw std::invalid_argument("OfficialViTEncoder: batch must be positive, found " + std::to_string(B));
         resize(B);
-        const std::ptrdiff_t BL = static_cast<std::ptrdiff_t>(B) * L;
-        ops::patchify(patches_.data(), image, B, Cin, S, p);
-        ops::linear_forward(embed_.data(), patches_.data(), patch_w.data(), patch_b.data(), BL, P, D);
-        mask_.assign(mask, mask + BL);
-        // mask-token blend and cls token; the zero "position embedding" adds exactly nothing
-        ops::mask_blend_pos_forward(xs_[0].data(), embed_.data(), mask_.data(), mask_token.data(), cls_token.data(), zeros_.data(), B, L, D);
-        ops::relative_position_bias_forward(bias_.data(), rel_pos_table.data(), index_.data(), N, H);
-        for (int i = 0; i < blocks; ++i) {
-            draw_drop_path(i, B);
-            blocks_[i].forward(xs_[i + 1].data(), xs_[i].data(), bias_.data(), B, caches_[i]);
-        }
-        return xs_[blocks].data();
+        embed_.forward(stack_.input(), image, mask, B, embed_cache_);
+        ops::relative_position_bias_forward(bias_.data(), rel_pos_table_.data(), index_.data(), N, H);
+        stack_.forward(blocks, [&](int i, const Block& block, T* out, const T* in, typename Block::Cache& c) {
+            draw_drop_path(i, B, c);
+            block.forward(out, in, bias_.data(), B, c);
+        });
+        return stack_.output(blocks);
     }
 
     /// Accumulates parameter gradients from dfeatures (B, L, D); if dimage is not null, accumulates
     /// the gradient with respect to the input image (B, C, S, S) into it.
     void backward(const T* dfeatures, T* dimage) {
-        const int B = batch_;
-        const std::ptrdiff_t BN = static_cast<std::ptrdiff_t>(B) * N, BL = static_cast<std::ptrdiff_t>(B) * L;
-        // d_final (B, N, D): zero for the dropped cls rows
-        std::fill(dx_a_.storage().begin(), dx_a_.storage().end(), T(0));
-        for (int b = 0; b < B; ++b)
-            std::copy_n(dfeatures + static_cast<std::ptrdiff_t>(b) * L * D, static_cast<std::ptrdiff_t>(L) * D,
-                        dx_a_.data() + (static_cast<std::ptrdiff_t>(b) * N + 1) * D);
-        std::fill(dx_b_.storage().begin(), dx_b_.storage().end(), T(0));
-        ops::layernorm_backward(dx_b_.data(), norm_w.grad(), norm_b.grad(), dx_a_.data(), xs_[C.depth].data(), fmean_.data(),
-                                frstd_.data(), norm_w.data(), BN, D);
+        const int B = stack_.batch();
+        const std::ptrdiff_t BN = static_cast<std::ptrdiff_t>(B) * N;
+        ops::drop_leading_tokens_backward(stack_.spare(), dfeatures, B, N, 1, D);  // zero for the dropped cls rows
+        std::fill_n(stack_.grad_out(), BN * D, T(0));
+        norm_.backward(stack_.grad_out(), stack_.spare(), stack_.output(C.depth), final_.mean.data(), final_.rstd.data(), BN);
         std::fill(dbias_.begin(), dbias_.end(), T(0));
-        T* dx = dx_b_.data();
-        T* dtmp = dx_a_.data();
-        for (int i = C.depth - 1; i >= 0; --i) {
-            blocks_[i].backward(dtmp, dbias_.data(), dx, xs_[i].data(), bias_.data(), B, caches_[i], scratch_);
-            std::swap(dx, dtmp);
-        }
+        const T* dx0 = stack_.backward([&](int, const Block& block, T* din, const T* dout, const T* in, const typename Block::Cache& c,
+                                           typename Block::Scratch& s) {
+            block.backward(din, dbias_.data(), dout, in, bias_.data(), B, c, s);
+        });
         // the shared table: sum over blocks (in dbias_) scattered back through the index
-        ops::relative_position_bias_backward(rel_pos_table.grad(), dbias_.data(), index_.data(), N, H);
-        // dx = d x0 (B, N, D): cls token, mask blend, patch embedding
-        T* dcls = cls_token.grad();
-        T* dmt = mask_token.grad();
-        for (int b = 0; b < B; ++b) {
-            const T* row = dx + static_cast<std::ptrdiff_t>(b) * N * D;
-            for (int d = 0; d < D; ++d) dcls[d] += row[d];
-            for (int l = 0; l < L; ++l) {
-                const T w = mask_[static_cast<std::ptrdiff_t>(b) * L + l];
-                const T* r = row + static_cast<std::ptrdiff_t>(1 + l) * D;
-                T* de = d_embed_.data() + (static_cast<std::ptrdiff_t>(b) * L + l) * D;
-                for (int d = 0; d < D; ++d) {
-                    dmt[d] += r[d] * w;
-                    de[d] = r[d] * (T(1) - w);
-                }
-            }
-        }
-        T* dpatches = nullptr;
-        if (dimage) {
-            std::fill(d_patches_.storage().begin(), d_patches_.storage().end(), T(0));
-            dpatches = d_patches_.data();
-        }
-        ops::linear_backward(dpatches, patch_w.grad(), patch_b.grad(), d_embed_.data(), patches_.data(), patch_w.data(), BL, P, D);
-        if (dimage) ops::unpatchify(dimage, d_patches_.data(), B, Cin, S, p, /*accumulate=*/true);
+        ops::relative_position_bias_backward(rel_pos_table_.grad(), dbias_.data(), index_.data(), N, H);
+        embed_.backward(dx0, dimage, B, embed_cache_, embed_scratch_);
+    }
+
+    /// Inference: features (B, L, D) of image (B, C, S, S) with mask (B, L) (null: nothing masked), equal
+    /// to forward()'s with drop path off; keeps nothing for backward, holds a few samples' activations.
+    void encode(T* features, const T* image, const T* mask, int B) const {
+        AlignedVector<T> bias(static_cast<std::size_t>(H) * N * N);  // (H, N, N)
+        ops::relative_position_bias_forward(bias.data(), rel_pos_table_.data(), index_.data(), N, H);
+        detail::vit_encode<Block>(features, image, mask, B, C.depth, embed_, norm_, [&](int i, T* out, const T* in, int nb, typename Block::Cache& c) {
+            stack_[i].forward(out, in, bias.data(), nb, c);  // c.scale1 / c.scale2 stay 1: no drop path
+        });
     }
 
     /// Drop path factors (B) of block `block`'s branch `branch` (0 attention, 1 MLP) in the last
     /// forward: 0 dropped, 1 / (1 - r_i) kept, 1 with drop path off.
     const std::vector<T>& drop_path_factors(int block, int branch) const {
-        if (block < 0 || block >= C.depth || branch < 0 || branch > 1 || caches_.empty())
+        if (block < 0 || block >= C.depth || branch < 0 || branch > 1 || stack_.empty_caches())
             throw std::invalid_argument("OfficialViTEncoder::drop_path_factors: needs a forward, block in [0, depth), branch 0 or 1");
-        return branch == 0 ? caches_[block].scale1 : caches_[block].scale2;
+        return branch == 0 ? stack_.cache(block).scale1 : stack_.cache(block).scale2;
     }
     /// The relative position bias (H, N, N) of the last forward, shared by every block.
     const AlignedVector<T>& attention_bias() const noexcept { return bias_; }
     /// BEiT's relative_position_index (N, N) for this grid (ops::relative_position_index).
     const std::vector<std::int32_t>& relative_position_index() const noexcept { return index_; }
 
-    Param<T, Shape<1, 1, D>> cls_token, mask_token;
-    Param<T, Shape<D, Cin, p, p>> patch_w;
-    Param<T, Shape<D>> patch_b;
-    Param<T, Shape<R, H>> rel_pos_table;
-    std::vector<Block> blocks_;
-    Param<T, Shape<D>> norm_w, norm_b;
+    const Embedding& embedding() const noexcept { return embed_; }
+    /// The shared relative position bias table ((2g-1)^2 + 3, H).
+    const Param<T, Shape<R, H>>& relative_position_bias_table() const noexcept { return rel_pos_table_; }
+    const BlockStack<T, Block>& blocks() const noexcept { return stack_; }
+    const LayerNormParams<T, D>& norm() const noexcept { return norm_; }
 
 private:
-    void draw_drop_path(int block, int B) {
-        auto& c = caches_[block];
+    void draw_drop_path(int block, int B, typename Block::Cache& c) const {
         const double r = ops::drop_path_block_rate(drop_rate_, block, C.depth);
         for (int b = 0; b < B; ++b) {
             c.scale1[b] = T(ops::drop_path_scale(r, drop_seed_, drop_step_, block, 0, b));
@@ -351,45 +310,27 @@ private:
         }
     }
     void resize(int B) {
-        if (B == batch_) return;
-        batch_ = B;
-        patches_.resize(B);
-        d_patches_.resize(B);
-        embed_.resize(B);
-        d_embed_.resize(B);
-        xs_.resize(C.depth + 1);
-        for (auto& x : xs_) x.resize(B);
-        caches_.resize(C.depth);
-        for (auto& c : caches_) c.resize(B);
-        scratch_.resize(B);
-        final_.resize(B);
-        fmean_.resize(B);
-        frstd_.resize(B);
-        dx_a_.resize(B);
-        dx_b_.resize(B);
-    }
-    static void drop_cls(T* features, const T* tokens, int B) {
-        for (int b = 0; b < B; ++b)
-            std::copy_n(tokens + (static_cast<std::ptrdiff_t>(b) * N + 1) * D, static_cast<std::ptrdiff_t>(L) * D,
-                        features + static_cast<std::ptrdiff_t>(b) * L * D);
+        if (B == stack_.batch()) return;
+        stack_.resize(B);
+        embed_cache_.resize(static_cast<std::size_t>(B));
+        embed_scratch_.resize(static_cast<std::size_t>(B));
+        final_.resize(static_cast<std::size_t>(B));
     }
 
-    std::vector<std::int32_t> index_;                    // (N, N) relative_position_index
-    int batch_ = -1;
+    // parameters, declared in their registration order
+    Embedding embed_;
+    Param<T, Shape<R, H>> rel_pos_table_;
+    std::vector<std::int32_t> index_;  // (N, N) relative_position_index
+    BlockStack<T, Block> stack_;
+    LayerNormParams<T, D> norm_;
     double drop_rate_ = 0.0;
     std::uint64_t drop_seed_ = 0;
     std::int64_t drop_step_ = 0;
-    BatchTensor<T, Shape<L, P>> patches_, d_patches_;    // (B, L, C*p*p)
-    BatchTensor<T, Shape<L, D>> embed_, d_embed_;        // (B, L, D)
-    AlignedVector<T> mask_;                              // (B, L)
-    AlignedVector<T> zeros_ = AlignedVector<T>(static_cast<std::size_t>(N) * D, T(0));  // (N, D)
-    AlignedVector<T> bias_ = AlignedVector<T>(static_cast<std::size_t>(H) * N * N);     // (H, N, N)
-    AlignedVector<T> dbias_ = AlignedVector<T>(static_cast<std::size_t>(H) * N * N);    // (H, N, N)
-    std::vector<BatchTensor<T, Shape<N, D>>> xs_;        // residual stream, depth + 1 of (B, N, D)
-    std::vector<typename Block::Cache> caches_;
-    typename Block::Scratch scratch_;
-    BatchTensor<T, Shape<N, D>> final_, dx_a_, dx_b_;    // (B, N, D)
-    BatchTensor<T, Shape<N>> fmean_, frstd_;             // (B, N)
+    typename Embedding::Cache embed_cache_;
+    typename Embedding::Scratch embed_scratch_;
+    NormCache<T, N, D> final_;  // final norm output (B, N, D) and its statistics
+    AlignedVector<T> bias_ = AlignedVector<T>(static_cast<std::size_t>(H) * N * N);   // (H, N, N)
+    AlignedVector<T> dbias_ = AlignedVector<T>(static_cast<std::size_t>(H) * N * N);  // (H, N, N)
 };
 
 /// SimMIM with the official (BEiT-derived) ViT encoder, the linear head, masked L1 and the official

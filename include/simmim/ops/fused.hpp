@@ -126,4 +126,20 @@ void mask_blend_pos_forward(T* x0, const T* embed, const T* mask, const T* mask_
     }
 }
 
+/// The token assembly of an encoder without a cls token, x0 (B, L, D):
+///   x0[b, l] = embed[b, l] * (1 - mask[b, l]) + mask_token * mask[b, l]
+/// embed (B, L, D), mask (B, L) with 1 = masked, mask_token (D). x0 must not alias any input.
+template <class T>
+void mask_blend_forward(T* x0, const T* embed, const T* mask, const T* mask_token, std::ptrdiff_t B, std::ptrdiff_t L,
+                        std::ptrdiff_t D) {
+#pragma omp parallel for schedule(static) if (B * L * D >= kernels::kParallelMinWork)
+    for (std::ptrdiff_t row = 0; row < B * L; ++row) {
+        const T w = mask[row];
+        const T keep = T(1) - w;
+        const T* e = embed + row * D;
+        T* out = x0 + row * D;
+        for (std::ptrdiff_t i = 0; i < D; ++i) out[i] = e[i] * keep + mask_token[i] * w;
+    }
+}
+
 }  // namespace simmim::ops
