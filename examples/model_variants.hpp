@@ -65,22 +65,9 @@ struct ModelChoice {
     bool is_default() const { return model_is_default() && loss == "l1" && region == "masked" && target == "raw" && drop_path_rate() == 0; }
     double drop_path_rate() const { return drop_path >= 0 ? drop_path : (vit == "official" ? 0.1 : 0.0); }
 
-    /// Checks the names (usage errors); sizes are checked against the preset in check_for<C>().
+    /// Checks what the command line's validators cannot (examples/pretrain_options.hpp checks the names and
+    /// ranges); sizes are checked against the preset by dispatch_model<C>().
     void validate() const {
-        auto one_of = [](const std::string& flag, const std::string& v, std::initializer_list<const char*> ok) {
-            for (const char* o : ok)
-                if (v == o) return;
-            std::string list;
-            for (const char* o : ok) list += (list.empty() ? "" : ", ") + std::string(o);
-            throw UsageError(flag + " " + v + ": expected one of " + list);
-        };
-        one_of("--vit", vit, {"common", "official"});
-        one_of("--head", head, {"linear", "mlp"});
-        one_of("--loss", loss, {"l1", "l2"});
-        one_of("--loss-region", region, {"masked", "all"});
-        one_of("--target", target, {"raw", "norm"});
-        if (pred_resolution < 0) throw UsageError("--pred-resolution must be positive");
-        if (drop_path != -1 && !(drop_path >= 0 && drop_path < 1)) throw UsageError("--drop-path must lie in [0, 1)");
         if (drop_path > 0 && vit != "official") throw UsageError("--drop-path needs --vit official (the common ViT has no stochastic depth)");
     }
 

@@ -30,18 +30,12 @@
 #include "simmim/masking/blockwise.hpp"
 #include "simmim/masking/central_square.hpp"
 #include "simmim/masking/masking.hpp"
+#include "avgdist_options.hpp"
 #include "cli_errors.hpp"
 
 namespace {
 
-struct Options {
-    int image_size = 224;
-    int samples = 200;
-    std::uint64_t seed = 0;
-    int model_patch = 16;
-    std::vector<int> mask_patches{4, 8, 16, 32, 64};
-    std::string csv;
-};
+using simmim::examples::avgdist::Options;
 
 /// AvgDist statistics of one (series, ratio) cell over all samples.
 struct Cell {
@@ -154,81 +148,58 @@ void write_csv(std::ofstream& out, const std::string& path, const std::vector<Se
     if (!out.flush()) throw std::runtime_error("failed writing CSV file '" + path + "'");
 }
 
+/// The work of a parsed command line: every series, the tables, the CSV.
+int run(const Options& opt) {
+    using namespace simmim;
+    std::ofstream csv;  // opened first, so a bad path fails before the work
+    if (!opt.csv.empty()) {
+        csv.open(opt.csv);
+        if (!csv) throw std::runtime_error("cannot open CSV file '" + opt.csv + "' for writing");
+    }
+    std::vector<Series> series;
+    std::vector<std::string> notes;
+    for (const int p : opt.mask_patches) {
+        if (opt.image_size % p != 0) {
+            notes.push_back(fmt::format("random mask patch {} skipped: image size {} is not a multiple of {}", p,
+                                        opt.image_size, p));
+            continue;
+        }
+        const int model = model_patch_for(p);
+        series.push_back(run_series(fmt::format("random mask patch {}", p), "random_mask_patch", p, model, opt,
+                                    [&](double r) { return RandomMaskPatch(opt.image_size, p, model, r); }));
+    }
+    const int mp = opt.model_patch, grid = opt.image_size / opt.model_patch;
+    series.push_back(run_series(fmt::format("random tokens ({}px)", mp), "random_tokens", 0, mp, opt,
+                                [&](double r) { return RandomTokens(grid, r); }));
+    series.push_back(run_series(fmt::format("central square ({}px)", mp), "central_square", 0, mp, opt,
+                                [&](double r) { return CentralSquare(opt.image_size, mp, r); }));
+    series.push_back(run_series(fmt::format("block-wise BEiT ({}px)", mp), "blockwise", 0, mp, opt,
+                                [&](double r) { return BlockWise(opt.image_size, mp, r); }));
+
+    fmt::print("AvgDist at {}x{} px, mean over {} masks per cell (seed {})\n\n", opt.image_size, opt.image_size,
+               opt.samples, opt.seed);
+    print_table(series, /*fraction=*/false);
+    fmt::print("\n");
+    print_table(series, /*fraction=*/true);
+    for (const Series& s : series)
+        for (int k = 0; k < kRatios; ++k) {
+            const Cell& c = s.cells[k];
+            if (!c.valid) notes.push_back(fmt::format("{} at ratio {:.1f}: {}", s.name, ratio_at(k), c.note));
+            else if (c.all_masked > 0)
+                notes.push_back(fmt::format("{} at ratio {:.1f}: {} of {} masks have no visible pixel (AvgDist undefined)",
+                                            s.name, ratio_at(k), c.all_masked, opt.samples));
+        }
+    if (!notes.empty()) fmt::print("\nNotes:\n");
+    for (const std::string& n : notes) fmt::print("  {}\n", n);
+    if (!opt.csv.empty()) {
+        write_csv(csv, opt.csv, series, opt);
+        fmt::print("\nCSV written to {}\n", opt.csv);
+    }
+    return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-    Options opt;
-    CLI::App app{"AvgDist (mean distance from masked to nearest visible pixel) versus mask ratio for each masking policy."};
-    const CLI::Range positive(1, std::numeric_limits<int>::max());
-    app.add_option("--image-size", opt.image_size, "Image side in pixels (at most 4096)")
-        ->check(CLI::Range(1, 4096))
-        ->capture_default_str();
-    app.add_option("--samples", opt.samples, "Masks averaged per policy and ratio")->check(positive)->capture_default_str();
-    app.add_option("--seed", opt.seed, "Seed of the masks")->capture_default_str();
-    app.add_option("--model-patch", opt.model_patch,
-                   "Token size in pixels for random tokens, central square and block-wise masking")
-        ->check(positive)
-        ->capture_default_str();
-    app.add_option("--mask-patches", opt.mask_patches, "Mask patch sizes of the official random generator")
-        ->delimiter(',')
-        ->check(positive)
-        ->capture_default_str();
-    app.add_option("--csv", opt.csv, "Also write the results as CSV to this file");
-    if (const auto exit_code = simmim::examples::parse_command_line("simmim_avgdist", app, argc, argv)) return *exit_code;
-    if (opt.image_size % opt.model_patch != 0) {
-        std::fprintf(stderr, "simmim_avgdist: error: --image-size %d is not a multiple of --model-patch %d\n", opt.image_size,
-                     opt.model_patch);
-        return 2;
-    }
-    try {
-        using namespace simmim;
-        std::ofstream csv;  // opened first, so a bad path fails before the work
-        if (!opt.csv.empty()) {
-            csv.open(opt.csv);
-            if (!csv) throw std::runtime_error("cannot open CSV file '" + opt.csv + "' for writing");
-        }
-        std::vector<Series> series;
-        std::vector<std::string> notes;
-        for (const int p : opt.mask_patches) {
-            if (opt.image_size % p != 0) {
-                notes.push_back(fmt::format("random mask patch {} skipped: image size {} is not a multiple of {}", p,
-                                            opt.image_size, p));
-                continue;
-            }
-            const int model = model_patch_for(p);
-            series.push_back(run_series(fmt::format("random mask patch {}", p), "random_mask_patch", p, model, opt,
-                                        [&](double r) { return RandomMaskPatch(opt.image_size, p, model, r); }));
-        }
-        const int mp = opt.model_patch, grid = opt.image_size / opt.model_patch;
-        series.push_back(run_series(fmt::format("random tokens ({}px)", mp), "random_tokens", 0, mp, opt,
-                                    [&](double r) { return RandomTokens(grid, r); }));
-        series.push_back(run_series(fmt::format("central square ({}px)", mp), "central_square", 0, mp, opt,
-                                    [&](double r) { return CentralSquare(opt.image_size, mp, r); }));
-        series.push_back(run_series(fmt::format("block-wise BEiT ({}px)", mp), "blockwise", 0, mp, opt,
-                                    [&](double r) { return BlockWise(opt.image_size, mp, r); }));
-
-        fmt::print("AvgDist at {}x{} px, mean over {} masks per cell (seed {})\n\n", opt.image_size, opt.image_size,
-                   opt.samples, opt.seed);
-        print_table(series, /*fraction=*/false);
-        fmt::print("\n");
-        print_table(series, /*fraction=*/true);
-        for (const Series& s : series)
-            for (int k = 0; k < kRatios; ++k) {
-                const Cell& c = s.cells[k];
-                if (!c.valid) notes.push_back(fmt::format("{} at ratio {:.1f}: {}", s.name, ratio_at(k), c.note));
-                else if (c.all_masked > 0)
-                    notes.push_back(fmt::format("{} at ratio {:.1f}: {} of {} masks have no visible pixel (AvgDist undefined)",
-                                                s.name, ratio_at(k), c.all_masked, opt.samples));
-            }
-        if (!notes.empty()) fmt::print("\nNotes:\n");
-        for (const std::string& n : notes) fmt::print("  {}\n", n);
-        if (!opt.csv.empty()) {
-            write_csv(csv, opt.csv, series, opt);
-            fmt::print("\nCSV written to {}\n", opt.csv);
-        }
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "simmim_avgdist: error: %s\n", e.what());
-        return 1;
-    }
-    return 0;
+    return simmim::examples::run_main("simmim_avgdist", argc, argv, simmim::examples::avgdist::parse, run);
 }

@@ -22,6 +22,7 @@
 #include "simmim/model/classifier.hpp"
 #include "simmim/optim/schedule.hpp"
 #include "simmim/simmim.hpp"
+#include "finetune_options.hpp"
 #include "model_variants.hpp"
 #include "training_common.hpp"
 
@@ -30,14 +31,7 @@ namespace {
 using simmim::examples::UsageError;
 namespace fs = std::filesystem;
 
-struct Options {
-    std::string data = "fashion-mnist", model = "vit-t4-32-c1", mode = "finetune", init, out = "runs/finetune", vit = "auto";
-    int epochs = 0, batch = 64, probe_block = -1, threads = 0;
-    double base_lr = 0, warmup_epochs = -1, warmup_lr = 2.5e-7, min_lr = 2.5e-7, weight_decay = 0.05, layer_decay = 0.65,
-           label_smoothing = 0.1, clip = 5.0;
-    std::uint64_t seed = 0;
-    std::int64_t log_every = 50, max_train = 0, max_test = 0;
-};
+using simmim::examples::finetune::Options;
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -250,7 +244,6 @@ int linprobe(const Options& o, const simmim::data::OpenedDataset& data, std::siz
 template <simmim::ViTConfig C>
 int run(const Options& o) {
     using namespace simmim;
-    if (!o.init.empty() && !fs::is_regular_file(o.init)) throw UsageError("--init " + o.init + ": no such file");
     const bool ft = o.mode == "finetune";
     const std::string vit = o.vit != "auto" ? o.vit : o.init.empty() ? "common" : examples::checkpoint_vit_form(o.init);
     if (vit == "official" && ft) throw UsageError("--mode finetune is built for the common ViT only; --mode linprobe takes official-ViT encoders");
@@ -278,53 +271,23 @@ int run(const Options& o) {
     throw UsageError("the dataset has " + std::to_string(K) + " classes; simmim_finetune is built for 10 or 100");
 }
 
+/// The work of a parsed command line: run<C>() for the preset.
+int run(const Options& o) {
+    simmim::examples::set_threads(o.threads);
+    int rc = 0;
+    bool supported = true;
+    const bool found = simmim::dispatch_preset(o.model, [&]<simmim::ViTConfig C>() {
+        if constexpr (C.image_size <= 32) rc = run<C>(o);
+        else supported = false;
+    });
+    if (!found) throw UsageError("unknown model preset '" + o.model + "'");
+    if (!supported) throw UsageError("simmim_finetune is built for the 32-px presets and vit-tiny-test, not " + o.model);
+    return rc;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-    Options o;
-    CLI::App app{"Fine-tune or linearly probe a SimMIM-pretrained (or random) ViT encoder; top-1 on the test split."};
-    app.add_option("--mode", o.mode, "finetune or linprobe")->capture_default_str();
-    app.add_option("--data", o.data, "Dataset with labels (as simmim_pretrain --data)")->capture_default_str();
-    app.add_option("--model", o.model, "Model preset (32-px presets and vit-tiny-test)")->capture_default_str();
-    app.add_option("--vit", o.vit, "ViT form of the encoder: common, official, or auto (from the --init checkpoint's configuration)")
-        ->capture_default_str();
-    app.add_option("--init", o.init, "Pretraining checkpoint or weights to start the encoder from (default: random init)");
-    app.add_option("--epochs", o.epochs, "Training epochs (required)");
-    app.add_option("--batch", o.batch, "Images (or feature rows) per step")->capture_default_str();
-    app.add_option("--base-lr", o.base_lr, "Peak lr per batch 512 (default 1.25e-3 fine-tuning, 0.1 probing)");
-    app.add_option("--warmup-epochs", o.warmup_epochs, "Warmup epochs (default 20% of the run fine-tuning, 10% probing)");
-    app.add_option("--warmup-lr", o.warmup_lr, "Warmup start lr per batch 512")->capture_default_str();
-    app.add_option("--min-lr", o.min_lr, "Final lr per batch 512")->capture_default_str();
-    app.add_option("--weight-decay", o.weight_decay, "AdamW weight decay")->capture_default_str();
-    app.add_option("--layer-decay", o.layer_decay, "Layer-wise lr decay (fine-tuning)")->capture_default_str();
-    app.add_option("--label-smoothing", o.label_smoothing, "Label smoothing (fine-tuning)")->capture_default_str();
-    app.add_option("--probe-block", o.probe_block, "Block whose output is probed (default 2/3 of the depth)");
-    app.add_option("--seed", o.seed, "Seed of head init, data order and augmentation")->capture_default_str();
-    app.add_option("--threads", o.threads, "OpenMP threads (default: all cores)");
-    app.add_option("--out", o.out, "Output directory")->capture_default_str();
-    app.add_option("--log-every", o.log_every, "Progress line every N steps when not on a terminal")->capture_default_str();
-    app.add_option("--max-train", o.max_train, "Use only the first N training images (quick runs)");
-    app.add_option("--max-test", o.max_test, "Evaluate on the first N test images only");
-    return simmim::examples::run_cli("simmim_finetune", app, argc, argv, o.threads, [&] {
-        const auto need = simmim::examples::require_option;
-        need(o.mode == "finetune" || o.mode == "linprobe", "--mode must be finetune or linprobe");
-        need(o.vit == "auto" || o.vit == "common" || o.vit == "official", "--vit must be auto, common or official");
-        need(o.epochs >= 1, "--epochs must be >= 1");
-        need(o.batch >= 1 && o.log_every >= 1 && o.max_train >= 0 && o.max_test >= 0, "--batch, --log-every must be >= 1; --max-* >= 0");
-        for (const auto& [name, v] : {std::pair{"--base-lr", o.base_lr}, {"--min-lr", o.min_lr}, {"--warmup-lr", o.warmup_lr},
-                                      {"--weight-decay", o.weight_decay}, {"--clip-grad", o.clip}})
-            need(v >= 0 && std::isfinite(v), std::string(name) + " must be a finite number >= 0");
-        need(o.layer_decay > 0 && o.layer_decay <= 1, "--layer-decay must lie in (0, 1]");
-        need(o.label_smoothing >= 0 && o.label_smoothing < 1, "--label-smoothing must lie in [0, 1)");
-        need(o.data == "fashion-mnist" || fs::is_directory(o.data), "--data " + o.data + ": no such directory");
-        int rc = 0;
-        bool supported = true;
-        const bool found = simmim::dispatch_preset(o.model, [&]<simmim::ViTConfig C>() {
-            if constexpr (C.image_size <= 32) rc = run<C>(o);
-            else supported = false;
-        });
-        need(found, "unknown model preset '" + o.model + "'");
-        need(supported, "simmim_finetune is built for the 32-px presets and vit-tiny-test, not " + o.model);
-        return rc;
-    });
+    return simmim::examples::run_main("simmim_finetune", argc, argv, simmim::examples::finetune::parse,
+                                      [](const Options& o) { return run(o); });
 }

@@ -26,6 +26,7 @@
 #include "simmim/optim/schedule.hpp"
 #include "simmim/simmim.hpp"
 #include "model_variants.hpp"
+#include "pretrain_options.hpp"
 #include "training_common.hpp"
 
 namespace {
@@ -33,23 +34,7 @@ namespace {
 using simmim::examples::UsageError;
 namespace fs = std::filesystem;
 
-struct Options {
-    std::string data = "fashion-mnist", model = "vit-t4-32-c1", out = "runs/pretrain", resume;
-    std::int64_t steps = 0;
-    double epochs = 0;
-    int batch = 64;
-    double base_lr = 2e-3, warmup_lr = 1e-6, min_lr = 1e-5, weight_decay = 0.05, clip = 5.0;  // lrs per batch 512
-    std::int64_t warmup = -1;  // steps; -1: 10% of the run
-    double mask_ratio = 0;     // 0: the preset's
-    int mask_patch = 0;        // 0: the preset's
-    std::uint64_t seed = 0;
-    int threads = 0;           // 0: all cores
-    std::int64_t save_every = 500, log_every = 10, vis_every = 0, stop_after = 0;
-    int vis_count = 8;
-    bool skip_nonfinite = false;
-    std::int64_t inject_nan_at = -1;  // testing: poison one gradient element at this step
-    simmim::examples::ModelChoice variant;  // ablations: ViT form, head, loss, target, resolution
-};
+using simmim::examples::pretrain::Options;
 
 /// The "__metadata__" of a safetensors file, from its header alone (the tensors are not read).
 std::map<std::string, std::string> read_header_metadata(const std::string& path) {
@@ -244,70 +229,19 @@ int train(const Options& o) {
     return 0;
 }
 
+/// The work of a parsed command line: the model type of the preset and variant, then train().
+int run(const Options& o) {
+    simmim::examples::set_threads(o.threads);
+    int rc = 0;
+    const bool found = simmim::dispatch_preset(o.model, [&]<simmim::ViTConfig C>() {
+        simmim::examples::dispatch_model<C>(o.variant, [&]<class Model>() { rc = train<C, Model>(o); });
+    });
+    if (!found) throw UsageError("unknown model preset '" + o.model + "' (see simmim_reconstruct --list-models)");
+    return rc;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-    Options o;
-    CLI::App app{"SimMIM pretraining of a ViT on real images (Fashion-MNIST/MNIST IDX, CIFAR binary, or a folder of JPEG/PNG)."};
-    app.add_option("--data", o.data, "Dataset: 'fashion-mnist' (Debian package), or a directory of IDX files, CIFAR batches or images")->capture_default_str();
-    app.add_option("--model", o.model, "Model preset (simmim_reconstruct --list-models)")->capture_default_str();
-    app.add_option("--steps", o.steps, "Training steps (iterations); or use --epochs");
-    app.add_option("--epochs", o.epochs, "Training epochs (fractions allowed); or use --steps");
-    app.add_option("--batch", o.batch, "Images per step")->capture_default_str();
-    app.add_option("--base-lr", o.base_lr, "Peak learning rate per batch 512 (scaled by batch/512)")->capture_default_str();
-    app.add_option("--warmup-lr", o.warmup_lr, "Initial warmup learning rate per batch 512")->capture_default_str();
-    app.add_option("--min-lr", o.min_lr, "Final cosine learning rate per batch 512")->capture_default_str();
-    app.add_option("--warmup", o.warmup, "Linear warmup steps (default: 10% of the run)");
-    app.add_option("--weight-decay", o.weight_decay, "AdamW weight decay (not on 1-D tensors, biases, tokens, position embedding)")->capture_default_str();
-    app.add_option("--clip-grad", o.clip, "Gradient-norm clipping threshold")->capture_default_str();
-    app.add_option("--mask-ratio", o.mask_ratio, "Fraction of mask patches masked, in (0, 1) (default: the preset's 0.6)");
-    app.add_option("--mask-patch", o.mask_patch, "Side of a mask patch in pixels (default: the preset's)");
-    app.add_option("--seed", o.seed, "Seed of initialisation, data order, augmentation and masks")->capture_default_str();
-    app.add_option("--threads", o.threads, "OpenMP threads (default: all cores)");
-    app.add_option("--out", o.out, "Output directory: checkpoint, metrics, pictures")->capture_default_str();
-    app.add_option("--resume", o.resume, "Continue from this checkpoint (bit-identical with the same thread count)");
-    app.add_option("--save-every", o.save_every, "Checkpoint every N steps (and at the end; 0: only at the end)")->capture_default_str();
-    app.add_option("--log-every", o.log_every, "Log a metrics line every N steps")->capture_default_str();
-    app.add_option("--vis-every", o.vis_every, "Write a reconstruction picture every N steps (0: only at the end)")->capture_default_str();
-    app.add_option("--vis-count", o.vis_count, "Validation images in the reconstruction picture")->capture_default_str();
-    app.add_option("--stop-after", o.stop_after, "Stop (saving a checkpoint) after N steps of this invocation, as if interrupted");
-    app.add_option("--inject-nan-at", o.inject_nan_at, "Testing: make one gradient element NaN at this step")->group("");
-    auto& v = o.variant;
-    const char* ablation = "Ablations (docs/ablations.md)";
-    app.add_option("--vit", v.vit, "ViT form: common (timm) or official (SimMIM/BEiT: relative position bias, layer scale, q/v bias)")
-        ->capture_default_str()->group(ablation);
-    app.add_option("--drop-path", v.drop_path, "Stochastic depth rate of the official ViT (default 0.1 as its pretraining)")->group(ablation);
-    app.add_option("--head", v.head, "Prediction head: linear (official) or mlp (2 layers, GELU)")->capture_default_str()->group(ablation);
-    app.add_option("--pred-resolution", v.pred_resolution, "Prediction resolution R (default: the image size); the target is the image area-averaged to R x R")
-        ->group(ablation);
-    app.add_option("--loss", v.loss, "Pixel loss: l1 (official) or l2")->capture_default_str()->group(ablation);
-    app.add_option("--loss-region", v.region, "Pixels in the loss: masked (official) or all")->capture_default_str()->group(ablation);
-    app.add_option("--target", v.target, "Target: raw (normalised image, official) or norm (SwinV2 per-pixel normalised, 47x47 window)")
-        ->capture_default_str()->group(ablation);
-    app.add_flag("--skip-nonfinite", o.skip_nonfinite, "Skip (and count) steps whose loss or gradient is not finite instead of stopping");
-    return simmim::examples::run_cli("simmim_pretrain", app, argc, argv, o.threads, [&] {
-        using UE = UsageError;
-        if ((o.steps > 0) == (o.epochs > 0)) throw UE("give exactly one of --steps N or --epochs E (both positive)");
-        if (o.batch < 1) throw UE("--batch must be >= 1");
-        // written as !(x > 0) so that NaN fails too
-        if (!std::isfinite(o.epochs) || o.epochs > 1e9) throw UE("--epochs must be a finite number of at most 1e9");
-        if (!(o.base_lr > 0) || !std::isfinite(o.base_lr)) throw UE("--base-lr must be a finite number > 0");
-        if (!(o.min_lr >= 0) || !std::isfinite(o.min_lr)) throw UE("--min-lr must be a finite number >= 0");
-        if (!(o.warmup_lr >= 0) || !std::isfinite(o.warmup_lr)) throw UE("--warmup-lr must be a finite number >= 0");
-        if (!(o.weight_decay >= 0) || !std::isfinite(o.weight_decay)) throw UE("--weight-decay must be a finite number >= 0");
-        if (!(o.clip > 0)) throw UE("--clip-grad must be > 0");
-        if (o.mask_ratio != 0 && !(o.mask_ratio > 0 && o.mask_ratio < 1)) throw UE("--mask-ratio must lie in (0, 1)");
-        if (o.mask_patch < 0) throw UE("--mask-patch must be positive");
-        if (o.save_every < 0 || o.log_every < 1 || o.vis_every < 0 || o.vis_count < 1 || o.stop_after < 0)
-            throw UE("--save-every, --vis-every, --stop-after must be >= 0; --log-every, --vis-count >= 1");
-        if (o.data != "fashion-mnist" && !fs::is_directory(o.data)) throw UE("--data " + o.data + ": no such directory");
-        if (!o.resume.empty() && !fs::is_regular_file(o.resume)) throw UE("--resume " + o.resume + ": no such file");
-        int rc = 0;
-        o.variant.validate();
-        const bool found = simmim::dispatch_preset(o.model, [&]<simmim::ViTConfig C>() {
-            simmim::examples::dispatch_model<C>(o.variant, [&]<class Model>() { rc = train<C, Model>(o); });
-        });
-        if (!found) throw UE("unknown model preset '" + o.model + "' (see simmim_reconstruct --list-models)");
-        return rc;
-    });
+    return simmim::examples::run_main("simmim_pretrain", argc, argv, simmim::examples::pretrain::parse, run);
 }

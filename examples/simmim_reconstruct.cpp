@@ -18,14 +18,11 @@
 #include "simmim/io/png_grid.hpp"
 #include "simmim/simmim.hpp"
 #include "cli_errors.hpp"
+#include "reconstruct_options.hpp"
 
 namespace {
 
-struct Options {
-    std::string model, weights, input, output, png;
-    bool grads = false;
-    std::uint64_t seed = 0;
-};
+using simmim::examples::reconstruct::Options;
 
 std::string shape_of(const std::vector<std::int64_t>& s) { return simmim::io::detail::shape_string(s); }
 
@@ -92,40 +89,20 @@ void list_models() {
                     p.mask.patch_size, p.mask.ratio);
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-    Options opt;
-    bool list = false;
-    CLI::App app{"Run a SimMIM model on a batch of images; write prediction, mask, loss (and gradients)."};
-    app.add_flag("--list-models", list, "Print the model presets with their dimensions and exit");
-    app.add_option("--model", opt.model, "Model preset (see --list-models)");
-    app.add_option("--weights", opt.weights, "Model weights, safetensors under the official state-dict names");
-    app.add_option("--input", opt.input, "Input safetensors: `images` F32 [B,C,H,W], optional `mask` [B,h,w]");
-    app.add_option("--output", opt.output, "Output safetensors: pred, mask, loss (and grad.<name> with --grads)");
-    app.add_flag("--grads", opt.grads, "Also write the gradient of the loss for every parameter");
-    app.add_option("--seed", opt.seed, "Seed of the mask drawn when the input has none");
-    app.add_option("--png", opt.png, "Write a picture grid: original | masked | reconstruction | prediction");
-    if (const auto exit_code = simmim::examples::parse_command_line("simmim_reconstruct", app, argc, argv)) return *exit_code;
-    if (list) {
+/// The work of a parsed command line: the preset list, or run<C>() for the preset.
+int run(const Options& opt) {
+    if (opt.list_models) {
         list_models();
         return 0;
     }
-    for (const auto& [flag, value] : {std::pair{"--model", &opt.model}, {"--weights", &opt.weights}, {"--input", &opt.input},
-                                      {"--output", &opt.output}})
-        if (value->empty()) {
-            std::fprintf(stderr, "simmim_reconstruct: error: %s is required (see --help)\n", flag);
-            return 2;
-        }
-    try {
-        const bool found = simmim::dispatch_preset(opt.model, [&]<simmim::ViTConfig C>() { run<C>(opt); });
-        if (!found) {
-            std::fprintf(stderr, "simmim_reconstruct: error: unknown model preset '%s' (see --list-models)\n", opt.model.c_str());
-            return 2;
-        }
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "simmim_reconstruct: error: %s\n", e.what());
-        return 1;
-    }
+    const bool found = simmim::dispatch_preset(opt.model, [&]<simmim::ViTConfig C>() { run<C>(opt); });
+    if (!found) throw simmim::examples::UsageError("unknown model preset '" + opt.model + "' (see --list-models)");
     return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    return simmim::examples::run_main("simmim_reconstruct", argc, argv, simmim::examples::reconstruct::parse,
+                                      [](const Options& opt) { return run(opt); });
 }

@@ -27,29 +27,27 @@
 
 namespace simmim::examples {
 
-/// A bad option or combination: printed on one line, exit code 2, before any work starts.
-struct UsageError : std::runtime_error {
-    using std::runtime_error::runtime_error;
-};
+/// Sets the OpenMP and Eigen thread count; 0 keeps all cores (--threads, checked by the parse step).
+inline void set_threads(int threads) {
+    if (threads > 0) omp_set_num_threads(threads);
+    Eigen::setNbThreads(omp_get_max_threads());
+}
 
-/// The shared main() of the example binaries: parses argv, sets the OpenMP/Eigen thread count
-/// (0 keeps all cores), runs body() and turns errors into one line on stderr and an exit code: 2 for a
-/// parse or usage error (before any work), 1 for any other error.
+/// For a program not yet split into parse() and run() (cli_errors.hpp): parses argv, sets the thread
+/// count, runs body() and reports errors with the policy of run_main().
 template <class Body>
 int run_cli(const char* program, CLI::App& app, int argc, char** argv, const int& threads, Body&& body) {
     if (const auto exit_code = parse_command_line(program, app, argc, argv)) return *exit_code;
-    try {
-        if (threads < 0) throw UsageError("--threads must be >= 1");
-        if (threads > 0) omp_set_num_threads(threads);
-        Eigen::setNbThreads(omp_get_max_threads());
+    const auto parse = [&](int, const char* const*) {
+        Parsed<int> parsed;
+        parsed.options = threads;
+        return parsed;
+    };
+    return run_main(program, argc, argv, parse, [&](int n) {
+        if (n < 0) throw UsageError("--threads must be >= 0");
+        set_threads(n);
         return body();
-    } catch (const UsageError& e) {
-        std::fprintf(stderr, "%s: error: %s\n", program, e.what());
-        return 2;
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "\n%s: error: %s\n", program, e.what());
-        return 1;
-    }
+    });
 }
 
 /// Throws UsageError(what) unless `ok`; NaN must fail the condition (write `!(x > 0)`, not `x <= 0`).

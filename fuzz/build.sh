@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # fuzz/build.sh [target...]: build the libFuzzer targets (clang-14, -fsanitize=fuzzer,address,undefined).
-# Targets: safetensors checkpoint idx cifar image cli_pretrain cli_reconstruct (default: all).
+# Targets: safetensors checkpoint idx cifar image cli_pretrain cli_finetune cli_reconstruct cli_avgdist (default: all).
 # Binaries go to $SIMMIM_FUZZ_BUILD_DIR (default: build-fuzz/ in the repository root) as fuzz_<target>;
 # a target is rebuilt only when a file it was compiled from (per the compiler's -MMD list) is newer.
 # $SIMMIM_FUZZ_CXXFLAGS goes first on every command line: e.g. -I<dir> with a patched copy of a header,
@@ -10,7 +10,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 out=${SIMMIM_FUZZ_BUILD_DIR:-$root/build-fuzz}
 cxx=${SIMMIM_FUZZ_CXX:-clang++-14}
-all_targets=(safetensors checkpoint idx cifar image cli_pretrain cli_reconstruct)
+all_targets=(safetensors checkpoint idx cifar image cli_pretrain cli_finetune cli_reconstruct cli_avgdist)
 targets=("$@")
 [[ ${#targets[@]} -gt 0 ]] || targets=("${all_targets[@]}")
 mkdir -p "$out"
@@ -32,18 +32,10 @@ stale() {  # stale <file>: true if <file> or its dependency list <file>.d is mis
 for target in "${targets[@]}"; do
   case " ${all_targets[*]} " in *" $target "*) ;; *) echo "build.sh: unknown target '$target' (known: ${all_targets[*]})" >&2; exit 2 ;; esac
   bin="$out/fuzz_$target"
-  program=simmim_${target#cli_}
-  if ! stale "$bin" && { [[ $target != cli_* ]] || ! stale "$out/$program.o"; }; then
+  if ! stale "$bin"; then
     echo "build.sh: $bin is up to date"
     continue
   fi
   echo "build.sh: building $bin"
-  extra=()
-  if [[ $target == cli_* ]]; then
-    # The example's translation unit, with its main() renamed so the target can call it.
-    "$cxx" "${common[@]}" -fsanitize=fuzzer-no-link,address,undefined -I"$root/examples" -Dmain=simmim_example_main \
-        -MMD -MF "$out/$program.o.d" -c "$root/examples/$program.cpp" -o "$out/$program.o"
-    extra=("$out/$program.o")
-  fi
-  "$cxx" "${common[@]}" -fsanitize=fuzzer,address,undefined -MMD -MF "$bin.d" "$root/fuzz/fuzz_$target.cpp" "${extra[@]}" -lz -ljpeg -lpng -o "$bin"
+  "$cxx" "${common[@]}" -fsanitize=fuzzer,address,undefined -MMD -MF "$bin.d" "$root/fuzz/fuzz_$target.cpp" -lz -ljpeg -lpng -o "$bin"
 done

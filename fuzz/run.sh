@@ -2,7 +2,7 @@
 # fuzz/run.sh [seconds] [target...]: build (fuzz/build.sh) and run each libFuzzer target for
 # `seconds` (default 60) from its seed corpus fuzz/corpus/<target>/, then print one summary line
 # per target: executions, corpus size, and whether it found something.
-# Targets: safetensors checkpoint idx cifar image cli_pretrain cli_reconstruct (default: all).
+# Targets: safetensors checkpoint idx cifar image cli_pretrain cli_finetune cli_reconstruct cli_avgdist (default: all).
 #
 # Work files go to $SIMMIM_FUZZ_BUILD_DIR (default build-fuzz/): the growing corpus in
 # corpus/<target>/, findings (crash-*, oom-*, timeout-*, leak-*) in artifacts/<target>/ and the
@@ -16,7 +16,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 seconds=60
 if [[ $# -gt 0 && $1 =~ ^[0-9]+$ ]]; then seconds=$1; shift; fi
 targets=("$@")
-[[ ${#targets[@]} -gt 0 ]] || targets=(safetensors checkpoint idx cifar image cli_pretrain cli_reconstruct)
+[[ ${#targets[@]} -gt 0 ]] || targets=(safetensors checkpoint idx cifar image cli_pretrain cli_finetune cli_reconstruct cli_avgdist)
 out=${SIMMIM_FUZZ_BUILD_DIR:-$root/build-fuzz}
 export SIMMIM_FUZZ_BUILD_DIR=$out
 
@@ -35,8 +35,7 @@ options_for() {  # per-target libFuzzer options
     idx)             echo "-max_len=4096" ;;
     cifar)           echo "-max_len=12400" ;;
     image)           echo "-max_len=8192" ;;
-    cli_pretrain)    echo "-max_len=512 -close_fd_mask=3 -dict=$root/fuzz/cli_pretrain.dict" ;;
-    cli_reconstruct) echo "-max_len=512 -close_fd_mask=3 -timeout=60 -dict=$root/fuzz/cli_reconstruct.dict" ;;
+    cli_*)           echo "-max_len=512 -dict=$root/fuzz/$1.dict" ;;
   esac
 }
 

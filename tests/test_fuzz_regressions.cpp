@@ -1,6 +1,7 @@
 // Replays the inputs that fuzzing found (tests/regressions/<target>/) and the fuzz seed corpora
 // (fuzz/corpus/<target>/) through the same code as the fuzz targets (fuzz/fuzz_targets.hpp for the
-// file formats; the real example binaries for the command lines), and pins each finding's expected
+// file formats), the command-line corpora also through the real example binaries (their parse step
+// through fuzz/fuzz_cli.hpp is replayed by tests/test_cli_parse.cpp), and pins each finding's expected
 // behaviour. See docs/reliability.md.
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -187,7 +188,7 @@ TEST_CASE("fuzz inputs: simmim_pretrain command lines exit 0 or 2 before any wor
     }
     for (const auto& file : inputs_of("cli_pretrain")) {
         auto args = split_args(read_all(file));
-        args.insert(args.end(), {"--out", "/dev/null/simmim-fuzz"});  // fuzz_cli_pretrain.cpp's guard
+        args.insert(args.end(), {"--out", "/dev/null/simmim-fuzz"});  // no run can get past creating the output directory
         const ProgramResult r = run_program("simmim_pretrain", args);
         INFO("input " << file.string() << "\noutput:\n" << r.output);
         CHECK((r.exit_code == 0 || r.exit_code == 2));
@@ -201,7 +202,7 @@ TEST_CASE("fuzz inputs: simmim_reconstruct command lines exit 0 1 or 2", "[fuzz]
     }
     for (const auto& file : inputs_of("cli_reconstruct")) {
         auto args = split_args(read_all(file));
-        args.insert(args.end(), {"--weights", "/nonexistent/simmim-fuzz.safetensors"});  // fuzz_cli_reconstruct.cpp's guard
+        args.insert(args.end(), {"--weights", "/nonexistent/simmim-fuzz.safetensors"});  // no run can load weights
         const ProgramResult r = run_program("simmim_reconstruct", args);
         INFO("input " << file.string() << "\noutput:\n" << r.output);
         CHECK((r.exit_code == 0 || r.exit_code == 1 || r.exit_code == 2));

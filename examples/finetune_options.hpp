@@ -1,0 +1,76 @@
+// examples/finetune_options.hpp: simmim_finetune's options and its parse step (examples/cli_errors.hpp),
+// separate from the training in simmim_finetune.cpp so that tests/test_cli_parse.cpp and
+// fuzz/fuzz_cli_finetune.cpp call parse() directly.
+//
+// parse() checks every value CLI11 can check and then validate() the combinations; what needs the --init
+// checkpoint (its ViT form under --vit auto), the preset's types or the data (classes, --batch against
+// the training set) is checked by run<C>() before any work, as usage errors too.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <cstdint>
+#include <string>
+
+#include "cli_checks.hpp"
+#include "cli_errors.hpp"
+#include "simmim/core/config.hpp"
+
+namespace simmim::examples::finetune {
+
+struct Options {
+    std::string data = "fashion-mnist", model = "vit-t4-32-c1", mode = "finetune", init, out = "runs/finetune", vit = "auto";
+    int epochs = 0, batch = 64, probe_block = -1, threads = 0;
+    double base_lr = 0, warmup_epochs = -1, warmup_lr = 2.5e-7, min_lr = 2.5e-7, weight_decay = 0.05, layer_decay = 0.65,
+           label_smoothing = 0.1, clip = 5.0;
+    std::uint64_t seed = 0;
+    std::int64_t log_every = 50, max_train = 0, max_test = 0;
+};
+
+/// The checks of a combination of options that CLI11 cannot express (UsageError): --epochs is needed,
+/// --probe-block within the preset's depth, and --vit official with --mode finetune (fine-tuning is built
+/// for the common ViT). (--epochs is not CLI11's required(): CLI11 reports a missing required option
+/// before an unknown one, so a mistyped "--epoch 3" would be reported as a missing --epochs.)
+inline void validate(const Options& o) {
+    if (o.epochs == 0) throw UsageError("--epochs is required");
+    if (o.vit == "official" && o.mode == "finetune")
+        throw UsageError("--mode finetune is built for the common ViT only; --mode linprobe takes official-ViT encoders");
+    for (const auto& p : presets::all)
+        if (p.name == o.model && o.probe_block > p.config.depth)
+            throw UsageError("--probe-block must lie in [1, " + std::to_string(p.config.depth) + "]");
+}
+
+/// Parses and checks simmim_finetune's command line (see cli_errors.hpp for the outcome).
+inline Parsed<Options> parse(int argc, const char* const* argv) {
+    using namespace simmim::examples::checks;
+    using i64 = std::int64_t;
+    Options o;
+    CLI::App app{"Fine-tune or linearly probe a SimMIM-pretrained (or random) ViT encoder; top-1 on the test split."};
+    app.add_option("--mode", o.mode, "finetune or linprobe")->check(CLI::IsMember({"finetune", "linprobe"}))->capture_default_str();
+    app.add_option("--data", o.data, "Dataset with labels (as simmim_pretrain --data)")->check(dataset())->capture_default_str();
+    app.add_option("--model", o.model, "Model preset (32-px presets and vit-tiny-test)")
+        ->check(preset([](const ViTConfig& c) { return c.image_size <= 32; }, "simmim_finetune is built for the 32-px presets and vit-tiny-test"))
+        ->capture_default_str();
+    app.add_option("--vit", o.vit, "ViT form of the encoder: common, official, or auto (from the --init checkpoint's configuration)")
+        ->check(CLI::IsMember({"auto", "common", "official"}))->capture_default_str();
+    app.add_option("--init", o.init, "Pretraining checkpoint or weights to start the encoder from (default: random init)")->check(CLI::ExistingFile);
+    app.add_option("--epochs", o.epochs, "Training epochs (required)")->check(at_least<int>(1));
+    app.add_option("--batch", o.batch, "Images (or feature rows) per step")->check(at_least<int>(1))->capture_default_str();
+    app.add_option("--base-lr", o.base_lr, "Peak lr per batch 512 (default 1.25e-3 fine-tuning, 0.1 probing)")->check(greater_than<double>(0));
+    app.add_option("--warmup-epochs", o.warmup_epochs, "Warmup epochs (default 20% of the run fine-tuning, 10% probing)")->check(at_least<double>(0));
+    app.add_option("--warmup-lr", o.warmup_lr, "Warmup start lr per batch 512")->check(at_least<double>(0))->capture_default_str();
+    app.add_option("--min-lr", o.min_lr, "Final lr per batch 512")->check(at_least<double>(0))->capture_default_str();
+    app.add_option("--weight-decay", o.weight_decay, "AdamW weight decay")->check(at_least<double>(0))->capture_default_str();
+    app.add_option("--layer-decay", o.layer_decay, "Layer-wise lr decay (fine-tuning)")->check(in_range<double>(0, 1, "(]"))->capture_default_str();
+    app.add_option("--label-smoothing", o.label_smoothing, "Label smoothing (fine-tuning)")->check(in_range<double>(0, 1, "[)"))->capture_default_str();
+    app.add_option("--probe-block", o.probe_block, "Block whose output is probed (default 2/3 of the depth)")->check(at_least<int>(1));
+    app.add_option("--seed", o.seed, "Seed of head init, data order and augmentation")->capture_default_str();
+    app.add_option("--threads", o.threads, "OpenMP threads (default: all cores)")->check(at_least<int>(0));
+    app.add_option("--out", o.out, "Output directory")->capture_default_str();
+    app.add_option("--log-every", o.log_every, "Progress line every N steps when not on a terminal")->check(at_least<i64>(1))->capture_default_str();
+    app.add_option("--max-train", o.max_train, "Use only the first N training images (quick runs)")->check(at_least<i64>(0));
+    app.add_option("--max-test", o.max_test, "Evaluate on the first N test images only")->check(at_least<i64>(0));
+    return parse_options(app, argc, argv, o, validate);
+}
+
+}  // namespace simmim::examples::finetune
