@@ -99,6 +99,10 @@ public:
         const int index = 4 * (m.loss == "l2") + 2 * (m.region == "all") + (m.target == "norm");
         select_index<0>(index);
     }
+    /// The chosen loss, as weights files record it (model/model_kind.hpp).
+    std::string kind() const {
+        return std::visit([](const auto& l) { return l.kind(); }, any_);
+    }
     T forward(const T* pred, const T* target, const T* mask, int B) const {
         return std::visit([&](const auto& l) { return l.forward(pred, target, mask, B); }, any_);
     }
@@ -150,9 +154,16 @@ void dispatch_model(const ModelChoice& m, F&& f) {
     }
 }
 
-/// "official" when a checkpoint or weights file holds an official-form ViT encoder (its shared relative
-/// position bias table), else "common".
+/// "official" when a checkpoint or weights file holds an official-form ViT encoder, else "common": from the
+/// file's metadata "simmim.encoder" (model/model_kind.hpp), or, for files written before it was recorded,
+/// from the tensor names (the official form's shared relative position bias table).
 inline std::string checkpoint_vit_form(const std::string& path) {
+    const auto metadata = io::read_safetensors_metadata(path);
+    if (const auto it = metadata.find("simmim.encoder"); it != metadata.end()) {
+        if (it->second == "vit-official") return "official";
+        if (it->second == "vit") return "common";
+        throw std::runtime_error(path + ": holds a '" + it->second + "' encoder; this program handles the ViT forms 'vit' and 'vit-official'");
+    }
     const auto file = io::read_safetensors(path);
     return file.contains("encoder.rel_pos_bias.relative_position_bias_table") ? "official" : "common";
 }

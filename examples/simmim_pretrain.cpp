@@ -36,24 +36,6 @@ namespace fs = std::filesystem;
 
 using simmim::examples::pretrain::Options;
 
-/// The "__metadata__" of a safetensors file, from its header alone (the tensors are not read).
-std::map<std::string, std::string> read_header_metadata(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    unsigned char len[8] = {};
-    if (!in.read(reinterpret_cast<char*>(len), 8)) throw std::runtime_error("--resume " + path + ": cannot read the safetensors header length");
-    std::uint64_t n = 0;
-    for (int i = 7; i >= 0; --i) n = (n << 8) | len[i];
-    if (n > simmim::io::max_header_bytes) throw std::runtime_error("--resume " + path + ": header length " + std::to_string(n) + " is implausible");
-    std::string header(static_cast<std::size_t>(n), '\0');
-    if (!in.read(header.data(), static_cast<std::streamsize>(n))) throw std::runtime_error("--resume " + path + ": truncated header");
-    const auto j = nlohmann::json::parse(header, nullptr, /*allow_exceptions=*/false);
-    std::map<std::string, std::string> meta;
-    if (j.is_object() && j.contains("__metadata__") && j["__metadata__"].is_object())
-        for (const auto& [k, v] : j["__metadata__"].items())
-            if (v.is_string()) meta[k] = v.get<std::string>();
-    return meta;
-}
-
 std::atomic<int> g_signal{0};
 extern "C" void on_signal(int sig) { g_signal.store(sig); }
 
@@ -116,7 +98,7 @@ int train(const Options& o) {
     if (!o.resume.empty()) {
         // the configuration is compared first (from the header alone), so a checkpoint of another model
         // variant is reported as such rather than as a missing tensor
-        const auto header_meta = read_header_metadata(o.resume);
+        const auto header_meta = io::read_safetensors_metadata(o.resume);
         const auto cfg_it = header_meta.find("config");
         if (cfg_it == header_meta.end()) throw std::runtime_error("--resume " + o.resume + ": checkpoint metadata has no 'config'");
         const auto saved = nlohmann::json::parse(cfg_it->second, nullptr, /*allow_exceptions=*/false);
@@ -130,6 +112,7 @@ int train(const Options& o) {
                                                               ", this run " + config.value(key, nlohmann::json()).dump());
             throw UsageError("--resume " + o.resume + " was written with a different configuration: " + diff);
         }
+        io::check_model_kind(header_meta, *model, "--resume " + o.resume);
         const auto meta = io::load_checkpoint(o.resume, model->params(), opt);
         start = io::metadata_count(meta, "step", "--resume " + o.resume);
         if (start > total) throw UsageError("--resume " + o.resume + ": step " + std::to_string(start) + " is beyond the run's " + std::to_string(total) + " steps");
@@ -161,9 +144,10 @@ int train(const Options& o) {
         io::write_reconstruction_png(path, panels, K, vis_images.data(), vis_pred.data(), vis_mask.data());
     };
     auto save = [&](std::int64_t next_step) {
-        io::save_checkpoint(ckpt_path, model->params(), opt,
-                            {{"step", std::to_string(next_step)}, {"config", config.dump()}, {"model", o.model},
-                             {"epoch", std::to_string(next_step / steps_per_epoch)}});
+        auto metadata = model->metadata();  // what the model is (model/model_kind.hpp), then the run's state
+        metadata.insert({{"step", std::to_string(next_step)}, {"config", config.dump()}, {"model", o.model},
+                         {"epoch", std::to_string(next_step / steps_per_epoch)}, {"simmim.preset", o.model}});
+        io::save_checkpoint(ckpt_path, model->params(), opt, std::move(metadata));
     };
 
     std::printf("simmim_pretrain: %s on %s (%zu images, %s), %lld steps of %d (%lld per epoch), %d threads, %s\n", o.model.c_str(),

@@ -43,7 +43,6 @@ TEST_CASE("mean pooling: closed form forward, adjoint backward", "[classifier]")
 
 TEST_CASE("classifier: gradients of the smoothed cross-entropy w.r.t. every parameter match finite differences", "[classifier][gradcheck]") {
     constexpr ViTConfig cfg{8, 1, 4, 8, 1, 2, 2};
-    constexpr MaskSpec cfgMask{4, 0.5};
     ViTClassifier<double, cfg, 3> model(5);
     Rng rng(3);
     for (std::size_t i = 0; i < model.params().size(); ++i) model.params().values()[i] += 0.05 * rng.normal();
@@ -100,7 +99,6 @@ TEST_CASE("linear probe on frozen features: standardisation and gradients", "[cl
 
 TEST_CASE("a tiny classifier fine-tuned for a few steps on separable generated data lowers its loss", "[classifier]") {
     constexpr ViTConfig cfg{8, 1, 4, 16, 1, 2, 2};
-    constexpr MaskSpec cfgMask{4, 0.5};
     ViTClassifier<float, cfg, 2> model(1);
     AdamW<float> opt(model.params());
     const int B = 16;

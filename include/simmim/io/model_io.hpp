@@ -15,6 +15,7 @@
 
 #include "simmim/core/tensor.hpp"
 #include "simmim/io/safetensors.hpp"
+#include "simmim/model/model_kind.hpp"
 
 namespace simmim::io {
 
@@ -103,19 +104,41 @@ void import_params(ParamArena<T>& arena, const TensorFile& file, const LoadOptio
     std::copy(staged.begin(), staged.end(), arena.values());
 }
 
-/// Writes the model's weights (F32, official names) with `metadata`, atomically.
+/// The metadata that says which model `model` is (model/model_kind.hpp), empty for a model that cannot say.
+template <class Model>
+std::map<std::string, std::string> model_metadata(const Model& model) {
+    if constexpr (requires { model.metadata(); }) return model.metadata();
+    else return {};
+}
+
+/// SafetensorsError naming `source` and every difference when a file's metadata records another model
+/// than `model` (model_kind_difference); nothing for files that do not record one.
+template <class Model>
+void check_model_kind(const std::map<std::string, std::string>& file_metadata, const Model& model, const std::string& source) {
+    const std::string diff = model_kind_difference(file_metadata, model_metadata(model));
+    if (!diff.empty()) throw SafetensorsError(source + " holds another model: " + diff);
+}
+
+/// Writes the model's weights (F32, official names) atomically, with `metadata` and what the model says it
+/// is (model_metadata: encoder form and configuration, geometry, head, loss), so a reader can tell which
+/// model the file holds (read_safetensors_metadata, AnyEncoder).
 template <class Model>
 void save_weights(const Model& model, const std::filesystem::path& path, std::map<std::string, std::string> metadata = {}) {
     TensorFile file;
     file.metadata = std::move(metadata);
+    for (auto& [key, value] : model_metadata(model)) file.metadata[key] = value;
     export_params(file, model.params());
     write_safetensors(path, file);
 }
 
-/// Reads weights written by save_weights() or by PyTorch (model.state_dict()).
+/// Reads weights written by save_weights() or by PyTorch (model.state_dict()). A file that records another
+/// model (check_model_kind) is refused before any tensor is read into the model; files without that
+/// record (PyTorch's, or written before it existed) load when their tensors match.
 template <class Model>
 void load_weights(Model& model, const std::filesystem::path& path, const LoadOptions& opt = {}) {
-    import_params(model.params(), read_safetensors(path), opt);
+    const TensorFile file = read_safetensors(path);
+    check_model_kind(file.metadata, model, path.string());
+    import_params(model.params(), file, opt);
 }
 
 }  // namespace simmim::io

@@ -655,6 +655,50 @@ inline TensorFile read_safetensors(const std::filesystem::path& path) {
     }
 }
 
+/// The "__metadata__" of a safetensors file, reading only its header (the 8-byte length and the JSON),
+/// so it is cheap for a file of any size: what a caller reads to learn which model a weights file holds
+/// before building one. Empty when the file has no metadata. SafetensorsError naming the path when the
+/// file cannot be read, its header length is implausible or longer than the file, the header is not a
+/// JSON object, or a metadata value is not a string. The tensors are not checked (read_safetensors does).
+inline std::map<std::string, std::string> read_safetensors_metadata(const std::filesystem::path& path) {
+    const std::string where = detail::source_label(path.string());
+    const auto fail = [&](const std::string& what, int error) {
+        throw SafetensorsError("cannot read safetensors file '" + path.string() + "': " + what +
+                               (error != 0 ? ": " + std::system_category().message(error) : std::string()));
+    };
+    const std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"), &std::fclose);
+    if (!file) fail("cannot open", errno);
+    struct stat status {};
+    if (::fstat(::fileno(file.get()), &status) != 0) fail("cannot stat", errno);
+    if (!S_ISREG(status.st_mode)) fail("not a regular file", 0);
+    const auto file_size = static_cast<std::uint64_t>(status.st_size);
+    unsigned char length[8] = {};
+    if (file_size < 8 || std::fread(length, 1, 8, file.get()) != 8)
+        throw SafetensorsError(where + ": file is " + std::to_string(file_size) + " bytes, shorter than the 8-byte header length");
+    std::uint64_t header_size = 0;  // little-endian u64
+    for (int i = 7; i >= 0; --i) header_size = (header_size << 8) | length[i];
+    if (header_size > max_header_bytes || header_size > file_size - 8)
+        throw SafetensorsError(where + ": header length " + std::to_string(header_size) + " exceeds the " +
+                               std::to_string(std::min<std::uint64_t>(max_header_bytes, file_size - 8)) + " bytes it can have");
+    std::string text(static_cast<std::size_t>(header_size), '\0');
+    if (header_size > 0 && std::fread(text.data(), 1, text.size(), file.get()) != text.size())
+        fail("short read of the header", std::ferror(file.get()) ? errno : 0);
+    std::vector<std::string> keys;
+    const nlohmann::json header = detail::parse_header_json(text, where, keys);
+    if (!header.is_object()) throw SafetensorsError(where + ": header is not a JSON object (found " + detail::json_label(header) + ")");
+    std::map<std::string, std::string> metadata;
+    const auto it = header.find("__metadata__");
+    if (it == header.end()) return metadata;
+    if (!it->is_object()) throw SafetensorsError(where + ": __metadata__ is not an object (found " + detail::json_label(*it) + ")");
+    for (const auto& item : it->items()) {
+        if (!item.value().is_string())
+            throw SafetensorsError(where + ": __metadata__ value of key '" + item.key() + "' is not a string (found " +
+                                   detail::json_label(item.value()) + ")");
+        metadata.emplace(item.key(), item.value().get<std::string>());
+    }
+    return metadata;
+}
+
 /// The bytes of a safetensors file holding `file`'s tensors (in names() order) and metadata; the
 /// header is compact JSON padded with spaces to a multiple of 8 bytes. Throws SafetensorsError if
 /// a name or metadata string is not valid UTF-8.

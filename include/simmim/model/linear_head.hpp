@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <string>
 
 #include "simmim/core/geometry.hpp"
 #include "simmim/core/tensor.hpp"
@@ -32,6 +33,9 @@ public:
                   "stride) that divides image_size");
     /// The prediction is (B, C, out_size, out_size); r pixels per token side; P = r*r*C outputs per token.
     static constexpr int out_size = R, r = R / g, P = r * r * Cin;
+
+    /// What weights files record (model/model_kind.hpp).
+    static std::string kind() { return "linear(resolution=" + std::to_string(R) + ")"; }
 
     explicit LinearHead(ParamArena<T>& arena)
         : weight(arena.template add<Shape<P, D, 1, 1>>("decoder.0.weight", Init::TruncNormal002, true)),

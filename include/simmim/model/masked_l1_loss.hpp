@@ -3,6 +3,8 @@
 // normalised target, prediction resolution); with its defaults it gives the same bits as this one.
 #pragma once
 
+#include <string>
+
 #include "simmim/core/geometry.hpp"
 #include "simmim/ops/masked_l1.hpp"
 
@@ -13,6 +15,8 @@ struct MaskedL1Loss {
     using scalar_type = T;
     static constexpr EncoderGeometry geometry = G;
     static constexpr int Cin = G.in_chans, S = G.image_size, p = G.mask_cell();
+    /// What weights files record (model/model_kind.hpp): the official loss.
+    static std::string kind() { return "l1,masked,raw,resolution=" + std::to_string(S); }
     /// pred, target: (B, C, S, S); mask: (B, m*m) on the encoder's mask grid, 1 = masked.
     T forward(const T* pred, const T* target, const T* mask, int B) const {
         return ops::masked_l1_forward(pred, target, mask, B, Cin, S, p);

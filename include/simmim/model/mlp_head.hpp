@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <string>
 
 #include "simmim/core/geometry.hpp"
 #include "simmim/core/tensor.hpp"
@@ -34,6 +35,9 @@ public:
                   "stride) that divides image_size");
     /// The prediction is (B, C, out_size, out_size); r pixels per token side; P = r*r*C outputs per token.
     static constexpr int out_size = R, r = R / g, P = r * r * Cin;
+
+    /// What weights files record (model/model_kind.hpp).
+    static std::string kind() { return "mlp(hidden=" + std::to_string(H) + ",resolution=" + std::to_string(R) + ")"; }
 
     explicit MLPHead(ParamArena<T>& arena)
         : weight1(arena.template add<Shape<H, D, 1, 1>>("decoder.0.weight", Init::TruncNormal002, true)),

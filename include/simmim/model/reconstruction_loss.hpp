@@ -76,6 +76,13 @@ public:
                   "simmim: the normalised target's window (LossSpec::norm_window) must be odd and at least 3");
     static_assert(!normalized || R >= 2, "simmim: the normalised target needs a resolution of at least 2");
 
+    /// What weights files record (model/model_kind.hpp), e.g. "l2,all,norm(window=47),resolution=8".
+    static std::string kind() {
+        return std::string(squared ? "l2" : "l1") + (masked_only ? ",masked" : ",all") +
+               (normalized ? ",norm(window=" + std::to_string(Spec.norm_window) + ")" : std::string(",raw")) +
+               ",resolution=" + std::to_string(R);
+    }
+
     /// Returns the loss. pred (B, C, R, R); image (B, C, S, S), the model input; mask (B, g, g) on the mask grid, 1 = masked.
     /// Keeps the derived target (B, C, R, R) for backward() and target().
     T forward(const T* pred, const T* image, const T* mask, int B) const {

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -23,6 +24,7 @@
 #include "simmim/model/linear_head.hpp"
 #include "simmim/model/masked_l1_loss.hpp"
 #include "simmim/model/mlp_head.hpp"
+#include "simmim/model/model_kind.hpp"
 #include "simmim/model/reconstruction_loss.hpp"
 #include "simmim/model/vit_encoder.hpp"
 
@@ -120,6 +122,10 @@ public:
         head_.backward(dfeatures_.data(), dpred_.data());
         encoder_.backward(dfeatures_.data(), dimages);
     }
+
+    /// What this model is, as recorded in weights files and checkpoints (model/model_kind.hpp): encoder
+    /// form and configuration, geometry, head and loss.
+    std::map<std::string, std::string> metadata() const { return model_kind<Enc>(head_, loss_fn_); }
 
     /// Draw a batch of masks with the model's masking policy: mask (B, m, m).
     void draw_mask(std::uint64_t seed, std::int64_t step, int B, T* mask) const { masking_.generate(seed, step, B, mask); }

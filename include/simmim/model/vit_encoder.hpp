@@ -162,6 +162,8 @@ public:
     static constexpr int num_layers = C.depth;  // for layer-wise lr decay
     using Block = ViTBlock<T, C.block()>;
     using Embedding = PatchEmbedding<T, PatchEmbedSpec{S, Cin, p, D, /*cls_token=*/true, /*pos_embed=*/true}>;
+    /// The form recorded in weights files (model/model_kind.hpp).
+    static std::string kind() { return "vit"; }
 
     /// Registers the parameters in the timm order: cls_token, pos_embed, patch_embed.proj, blocks, norm, mask_token.
     explicit ViTEncoder(ParamArena<T>& arena)

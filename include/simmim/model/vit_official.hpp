@@ -203,6 +203,8 @@ public:
     static constexpr int num_layers = C.depth; // for layer-wise lr decay
     using Block = OfficialViTBlock<T, C.block()>;
     using Embedding = PatchEmbedding<T, PatchEmbedSpec{S, Cin, p, D, /*cls_token=*/true, /*pos_embed=*/false}>;
+    /// The form recorded in weights files (model/model_kind.hpp).
+    static std::string kind() { return "vit-official"; }
 
     /// Registers the parameters in the official order: cls_token, mask_token, patch_embed.proj, the
     /// shared relative position bias table, blocks, norm.
