@@ -14,6 +14,8 @@
 //   peak_frac         GFLOP/s / the FP32 FMA peak of all OpenMP threads, measured by this binary
 //                     (it is printed as a rate, "/s", because Google Benchmark computes it as one)
 //   peak_GFLOP/s      that measured peak (GFLOP/s over all threads, not a rate of this benchmark)
+//   activations_MB    SimMIM::activation_bytes(batch): the activations a step allocates (the rest of
+//                     peak_rss_MB is parameters, gradients, AdamW moments and the process itself)
 //   peak_rss_MB       getrusage ru_maxrss of the whole process at the end of the benchmark: run one
 //                     preset per process (--benchmark_filter=vit-s16-224) for a per-preset figure.
 #include <benchmark/benchmark.h>
@@ -195,6 +197,7 @@ void BM_train_step(benchmark::State& state, const char* name, int batch) {
         benchmark::Counter(flops / (g_peak_gflops * 1e9), benchmark::Counter::kIsIterationInvariantRate);
     state.counters["peak_GFLOP/s"] = g_peak_gflops;
     state.counters["peak_rss_MB"] = peak_rss_megabytes();
+    state.counters["activations_MB"] = static_cast<double>(simmim::ViTSimMIM<float, C>::activation_bytes(batch)) / 1048576.0;
     state.counters["threads"] = static_cast<double>(
 #ifdef _OPENMP
         omp_get_max_threads()

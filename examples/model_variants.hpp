@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <stdexcept>
@@ -99,6 +100,10 @@ public:
         const int index = 4 * (m.loss == "l2") + 2 * (m.region == "all") + (m.target == "norm");
         select_index<0>(index);
     }
+    /// Bytes forward() and backward() may allocate for a batch of B: the most any of the eight losses does.
+    static std::size_t activation_bytes(int B) {
+        return max_bytes(B, std::make_index_sequence<std::variant_size_v<Any>>{});
+    }
     /// The chosen loss, as weights files record it (model/model_kind.hpp).
     std::string kind() const {
         return std::visit([](const auto& l) { return l.kind(); }, any_);
@@ -111,6 +116,10 @@ public:
     }
 
 private:
+    template <std::size_t... I>
+    static std::size_t max_bytes(int B, std::index_sequence<I...>) {
+        return std::max({std::variant_alternative_t<I, Any>::activation_bytes(B)...});
+    }
     template <std::size_t I>
     void select_index(int index) {
         if constexpr (I < std::variant_size_v<Any>) {

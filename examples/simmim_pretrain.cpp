@@ -153,6 +153,8 @@ int train(const Options& o) {
     std::printf("simmim_pretrain: %s on %s (%zu images, %s), %lld steps of %d (%lld per epoch), %d threads, %s\n", o.model.c_str(),
                 data.train->description().c_str(), data.train->size(), data.format.c_str(), static_cast<long long>(total), o.batch,
                 static_cast<long long>(steps_per_epoch), omp_get_max_threads(), start > 0 ? ("resuming at step " + std::to_string(start)).c_str() : "from scratch");
+    std::printf("  memory: %s of parameters, gradients and AdamW moments, %s of activations at batch %d (Model::activation_bytes)\n",
+                simmim::format_bytes(4 * sizeof(float) * model->params().size()).c_str(), simmim::format_bytes(Model::activation_bytes(o.batch)).c_str(), o.batch);
     std::fflush(stdout);
 
     std::signal(SIGINT, on_signal);

@@ -184,3 +184,39 @@ TEMPLATE_TEST_CASE("encode() gives the training forward's features, masked or no
     CHECK(a != dropped);  // the training forward did drop branches
     check(official);
 }
+
+TEST_CASE("activation_bytes(B) is what a training step allocates", "[model][memory]") {
+    // the oracle is the allocator: aligned_bytes_in_use() counts every AlignedVector / BatchTensor block
+    auto check = [&]<class Model>(int B) {
+        constexpr EncoderGeometry G = Model::geometry;
+        using T = typename Model::scalar_type;
+        std::vector<T> images(static_cast<std::size_t>(B) * G.image_numel(), T(0.5)), mask(static_cast<std::size_t>(B) * G.mask_tokens());
+        std::vector<T> dimages(images.size());
+        const auto policy = RandomMaskPatch(G.image_size, G.image_size / 2, G.mask_cell(), 0.5);
+        auto step = [&](Model& m) {
+            m.draw_mask(1, 0, B, mask.data());
+            m.zero_grad();
+            m.forward(images.data(), mask.data(), B);
+            m.backward(dimages.data());
+        };
+        {
+            Model warm(policy, 1);  // the kernels' per-thread scratch, kept across calls, is sized here
+            step(warm);
+        }
+        Model model(policy, 2);
+        const std::int64_t before = aligned_bytes_in_use();
+        step(model);
+        const std::int64_t allocated = aligned_bytes_in_use() - before;
+        INFO("allocated " << allocated << " bytes, activation_bytes " << Model::activation_bytes(B));
+        CHECK(allocated == static_cast<std::int64_t>(Model::activation_bytes(B)));
+    };
+    constexpr ViTConfig C = presets::vit_tiny_test;
+    check.operator()<ViTSimMIM<float, C>>(3);
+    check.operator()<OfficialViTSimMIM<double, C>>(2);
+    check.operator()<SimMIM<ViTEncoder<float, C>, MLPHead<float, C, 24, 8>,
+                            ReconstructionLoss<float, C, LossSpec{.target = LossTarget::Normalized, .resolution = 8}>, RandomMaskPatch>>(2);
+    check.operator()<SimMIM<OfficialViTEncoder<float, C>, LinearHead<float, C, 8>, ReconstructionLoss<float, C, LossSpec{.resolution = 8}>,
+                            RandomMaskPatch>>(4);
+    // and it grows linearly with the batch
+    CHECK(ViTSimMIM<float, presets::vit_b16_224>::activation_bytes(64) == 64 * ViTSimMIM<float, presets::vit_b16_224>::activation_bytes(1));
+}

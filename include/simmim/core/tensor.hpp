@@ -6,6 +6,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <new>
@@ -21,6 +22,16 @@ namespace simmim {
 /// buffer the kernels reduce over uses it: vectorised reductions (Eigen's included) peel a head that
 /// depends on the address modulo the vector width, so a fixed alignment is what makes sums
 /// bit-identical from one process to the next.
+namespace detail {
+/// Bytes currently held by AlignedAllocator blocks in this process (see aligned_bytes_in_use()).
+inline std::atomic<std::int64_t> g_aligned_bytes_in_use{0};
+}  // namespace detail
+
+/// Bytes currently allocated through AlignedAllocator, i.e. by every AlignedVector and BatchTensor: the
+/// parameter arena, the activations and the kernels' scratch. A test compares a model's activation_bytes(B)
+/// with what a forward and backward really allocate.
+inline std::int64_t aligned_bytes_in_use() noexcept { return detail::g_aligned_bytes_in_use.load(std::memory_order_relaxed); }
+
 template <class T, std::size_t Alignment = 64>
 struct AlignedAllocator {
     using value_type = T;
@@ -33,9 +44,15 @@ struct AlignedAllocator {
     AlignedAllocator(const AlignedAllocator<U, Alignment>&) noexcept {}
     T* allocate(std::size_t n) {
         if (n == 0) return nullptr;
-        return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{Alignment}));
+        T* p = static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{Alignment}));
+        detail::g_aligned_bytes_in_use.fetch_add(static_cast<std::int64_t>(n * sizeof(T)), std::memory_order_relaxed);
+        return p;
     }
-    void deallocate(T* p, std::size_t) noexcept { ::operator delete(p, std::align_val_t{Alignment}); }
+    void deallocate(T* p, std::size_t n) noexcept {
+        if (!p) return;
+        detail::g_aligned_bytes_in_use.fetch_sub(static_cast<std::int64_t>(n * sizeof(T)), std::memory_order_relaxed);
+        ::operator delete(p, std::align_val_t{Alignment});
+    }
     template <class U>
     bool operator==(const AlignedAllocator<U, Alignment>&) const noexcept { return true; }
 };
@@ -59,6 +76,7 @@ class BatchTensor {
 public:
     using value_type = T;
     using sample_shape = S;
+    static constexpr std::size_t sample_bytes = S::numel * sizeof(T);  // bytes per sample
     BatchTensor() = default;
     explicit BatchTensor(std::size_t batch) { resize(batch); }
     void resize(std::size_t batch) {
@@ -80,6 +98,16 @@ private:
     std::size_t batch_ = 0;
     AlignedVector<T> data_;
 };
+
+/// Bytes per sample of a group of activation buffers that lists them with for_each(f) (each a BatchTensor):
+/// how activation_bytes(B) is computed from the same list that resize(B) walks, so the two cannot drift.
+template <class Buffers>
+std::size_t bytes_per_sample() {
+    Buffers buffers;
+    std::size_t n = 0;
+    buffers.for_each([&](auto& t) { n += std::remove_reference_t<decltype(t)>::sample_bytes; });
+    return n;
+}
 
 /// How a parameter is initialised (see ParamArena::initialize).
 ///   TruncNormal002: normal(0, 0.02) truncated at +-2 (absolute; timm's trunc_normal_ defaults)

@@ -37,6 +37,9 @@ public:
     /// What weights files record (model/model_kind.hpp).
     static std::string kind() { return "linear(resolution=" + std::to_string(R) + ")"; }
 
+    /// Bytes forward() allocates for a batch of B (the (B, L, r*r*C) rows, reused by backward).
+    static std::size_t activation_bytes(int B) { return static_cast<std::size_t>(B) * decltype(rows_)::sample_bytes; }
+
     explicit LinearHead(ParamArena<T>& arena)
         : weight(arena.template add<Shape<P, D, 1, 1>>("decoder.0.weight", Init::TruncNormal002, true)),
           bias(arena.template add<Shape<P>>("decoder.0.bias", Init::Zeros, false)) {}

@@ -39,6 +39,12 @@ public:
     /// What weights files record (model/model_kind.hpp).
     static std::string kind() { return "mlp(hidden=" + std::to_string(H) + ",resolution=" + std::to_string(R) + ")"; }
 
+    /// Bytes forward() and backward() allocate for a batch of B: hidden pre-activation and activation, the
+    /// rows, and the two (B, L, Hidden) gradients of backward.
+    static std::size_t activation_bytes(int B) {
+        return static_cast<std::size_t>(B) * (4 * decltype(hidden_)::sample_bytes + decltype(rows_)::sample_bytes);
+    }
+
     explicit MLPHead(ParamArena<T>& arena)
         : weight1(arena.template add<Shape<H, D, 1, 1>>("decoder.0.weight", Init::TruncNormal002, true)),
           bias1(arena.template add<Shape<H>>("decoder.0.bias", Init::Zeros, false)),

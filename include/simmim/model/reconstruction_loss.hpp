@@ -76,6 +76,13 @@ public:
                   "simmim: the normalised target's window (LossSpec::norm_window) must be odd and at least 3");
     static_assert(!normalized || R >= 2, "simmim: the normalised target needs a resolution of at least 2");
 
+    /// Bytes forward() and backward() allocate for a batch of B: the derived target (B, C, R, R) when the
+    /// target is not the image itself, and d target when R < S (backward with d image).
+    static std::size_t activation_bytes(int B) {
+        const std::size_t plane = static_cast<std::size_t>(B) * Cin * R * R * sizeof(T);
+        return (derived_target ? plane : 0) + (target_gradient && R != S ? plane : 0);
+    }
+
     /// What weights files record (model/model_kind.hpp), e.g. "l2,all,norm(window=47),resolution=8".
     static std::string kind() {
         return std::string(squared ? "l2" : "l1") + (masked_only ? ",masked" : ",all") +

@@ -123,6 +123,19 @@ public:
         encoder_.backward(dfeatures_.data(), dimages);
     }
 
+    /// Bytes of activations a training step (forward + backward(dimages)) allocates for a batch of B:
+    /// the encoder's, the head's, the loss's (parts that do not say count as 0) and the model's own mask,
+    /// features, prediction and their gradients. Printed by simmim_pretrain and bench_train_step;
+    /// tests/test_encoder_parts.cpp checks it against what a step really allocates.
+    static std::size_t activation_bytes(int B) {
+        std::size_t n = static_cast<std::size_t>(B) * sizeof(T) *
+                        (static_cast<std::size_t>(mask_tokens) + 2 * static_cast<std::size_t>(L) * D + 2 * pred_numel);
+        if constexpr (requires { Enc::activation_bytes(B); }) n += Enc::activation_bytes(B);
+        if constexpr (requires { Hd::activation_bytes(B); }) n += Hd::activation_bytes(B);
+        if constexpr (requires { Ls::activation_bytes(B); }) n += Ls::activation_bytes(B);
+        return n;
+    }
+
     /// What this model is, as recorded in weights files and checkpoints (model/model_kind.hpp): encoder
     /// form and configuration, geometry, head and loss.
     std::map<std::string, std::string> metadata() const { return model_kind<Enc>(head_, loss_fn_); }

@@ -165,6 +165,13 @@ public:
     /// The form recorded in weights files (model/model_kind.hpp).
     static std::string kind() { return "vit"; }
 
+    /// Bytes forward() and backward() allocate for a batch of B (the stack, the embedding's cache and
+    /// scratch, the final norm): the activation memory of a training step, printed by simmim_pretrain.
+    static std::size_t activation_bytes(int B) {
+        return BlockStack<T, Block>::activation_bytes(C.depth, B) + Embedding::activation_bytes(B) +
+               static_cast<std::size_t>(B) * bytes_per_sample<NormCache<T, N, D>>();
+    }
+
     /// Registers the parameters in the timm order: cls_token, pos_embed, patch_embed.proj, blocks, norm, mask_token.
     explicit ViTEncoder(ParamArena<T>& arena)
         : embed_(arena, {Init::TruncNormal002, /*mask_token_decay=*/false, /*mask_token_first=*/false}),

@@ -78,6 +78,12 @@ public:
     struct Cache : PreNormCache<T, N, D, H, F> {
         BatchTensor<T, Shape<N, D>> a, m;  // a = proj output, m = fc2 output
         std::vector<T> scale1, scale2;     // (B) drop path factors of the two branches
+        template <class Fn>
+        void for_each(Fn&& f) {
+            PreNormCache<T, N, D, H, F>::for_each(f);
+            f(a);
+            f(m);
+        }
         void resize(std::size_t B) {
             PreNormCache<T, N, D, H, F>::resize(B);
             a.resize(B);
@@ -90,6 +96,11 @@ public:
     struct Scratch : PreNormScratch<T, N, D, F> {
         BatchTensor<T, Shape<N, D>> d_branch;
         AlignedVector<T> d_qkv_bias = AlignedVector<T>(3 * D);  // (3D) column sums of d_qkv
+        template <class Fn>
+        void for_each(Fn&& f) {
+            PreNormScratch<T, N, D, F>::for_each(f);
+            f(d_branch);
+        }
         void resize(std::size_t B) {
             PreNormScratch<T, N, D, F>::resize(B);
             d_branch.resize(B);
@@ -214,6 +225,13 @@ public:
           index_(ops::relative_position_index(g)),
           stack_(C.depth, [&](int i) { return Block(arena, "encoder.blocks." + std::to_string(i) + ".", i + 1); }),
           norm_(arena, "encoder.norm.") {}
+
+    /// Bytes forward() and backward() allocate for a batch of B (the stack, the embedding's cache and
+    /// scratch, the final norm); the (H, N, N) bias and its gradient are allocated with the encoder.
+    static std::size_t activation_bytes(int B) {
+        return BlockStack<T, Block>::activation_bytes(C.depth, B) + Embedding::activation_bytes(B) +
+               static_cast<std::size_t>(B) * bytes_per_sample<NormCache<T, N, D>>();
+    }
 
     /// Stochastic depth for the following forward passes: block i drops each sample's attention and
     /// MLP branches independently with rate r_i = linspace(0, rate, depth)[i] (BEiT's rule; block 0

@@ -36,6 +36,14 @@ public:
     }
 
     int depth() const noexcept { return static_cast<int>(blocks_.size()); }
+
+    /// Bytes resize(B) allocates for a stack of `depth` blocks: the residual stream (depth + 1), one cache
+    /// per block, the shared scratch and the two gradient buffers.
+    static std::size_t activation_bytes(int depth, int B) {
+        const auto d = static_cast<std::size_t>(depth);
+        return static_cast<std::size_t>(B) *
+               ((d + 3) * Tokens::sample_bytes + d * bytes_per_sample<Cache>() + bytes_per_sample<Scratch>());
+    }
     Block& operator[](int i) { return blocks_[static_cast<std::size_t>(i)]; }
     const Block& operator[](int i) const { return blocks_[static_cast<std::size_t>(i)]; }
     Cache& cache(int i) { return caches_.at(static_cast<std::size_t>(i)); }

@@ -35,10 +35,14 @@ template <class T, int N, int D>
 struct NormCache {
     BatchTensor<T, Shape<N, D>> out;   // (B, N, D)
     BatchTensor<T, Shape<N>> mean, rstd;  // (B, N)
+    template <class Fn>
+    void for_each(Fn&& f) {
+        f(out);
+        f(mean);
+        f(rstd);
+    }
     void resize(std::size_t B) {
-        out.resize(B);
-        mean.resize(B);
-        rstd.resize(B);
+        for_each([&](auto& t) { t.resize(B); });
     }
 };
 

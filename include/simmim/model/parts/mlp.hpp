@@ -19,6 +19,11 @@ class Mlp {
 public:
     struct Cache {
         BatchTensor<T, Shape<N, F>> fc1, act;  // pre-activation (kept for the GELU backward) and activation
+        template <class Fn>
+        void for_each(Fn&& f) {
+            f(fc1);
+            f(act);
+        }
         void resize(std::size_t B) {
             fc1.resize(B);
             act.resize(B);
@@ -26,6 +31,11 @@ public:
     };
     struct Scratch {
         BatchTensor<T, Shape<N, F>> d_fc1, d_act;
+        template <class Fn>
+        void for_each(Fn&& f) {
+            f(d_fc1);
+            f(d_act);
+        }
         void resize(std::size_t B) {
             d_fc1.resize(B);
             d_act.resize(B);

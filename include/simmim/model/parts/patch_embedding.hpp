@@ -61,19 +61,28 @@ public:
     struct Cache {
         BatchTensor<T, Shape<L, P>> patches;  // (B, L, C*p*p)
         BatchTensor<T, Shape<L, D>> embed;    // (B, L, D) projection before the blend
-        AlignedVector<T> mask;                // (B, L)
+        BatchTensor<T, Shape<L>> mask;        // (B, L)
+        template <class Fn>
+        void for_each(Fn&& f) {
+            f(patches);
+            f(embed);
+            f(mask);
+        }
         void resize(std::size_t B) {
-            patches.resize(B);
-            embed.resize(B);
+            for_each([&](auto& t) { t.resize(B); });
         }
     };
     /// Gradient scratch of backward().
     struct Scratch {
         BatchTensor<T, Shape<L, P>> d_patches;
         BatchTensor<T, Shape<L, D>> d_embed;
+        template <class Fn>
+        void for_each(Fn&& f) {
+            f(d_patches);
+            f(d_embed);
+        }
         void resize(std::size_t B) {
-            d_patches.resize(B);
-            d_embed.resize(B);
+            for_each([&](auto& t) { t.resize(B); });
         }
     };
 
@@ -91,13 +100,18 @@ public:
         has_mask_token_ = true;
     }
 
+    /// Activation bytes of forward (Cache) and backward (Scratch) for a batch of B.
+    static std::size_t activation_bytes(int B) {
+        return static_cast<std::size_t>(B) * (bytes_per_sample<Cache>() + bytes_per_sample<Scratch>());
+    }
+
     /// x0 (B, N, D) from image (B, C, S, S) and mask (B, L) (1 = masked; null: nothing masked); fills c.
     void forward(T* x0, const T* image, const T* mask, int B, Cache& c) const {
         const std::ptrdiff_t BL = static_cast<std::ptrdiff_t>(B) * L;
         ops::patchify(c.patches.data(), image, B, Cin, S, p);
         ops::linear_forward(c.embed.data(), c.patches.data(), weight.data(), bias.data(), BL, P, D);
-        if (mask) c.mask.assign(mask, mask + BL);
-        else c.mask.assign(static_cast<std::size_t>(BL), T(0));
+        if (mask) std::copy_n(mask, BL, c.mask.data());
+        else std::fill_n(c.mask.data(), BL, T(0));
         if constexpr (E.cls_token) {
             // the zero "position embedding" of an encoder without one adds exactly nothing
             const T* pos = E.pos_embed ? pos_embed.data() : zeros().data();
@@ -110,6 +124,7 @@ public:
     /// Accumulates the parameter gradients from dx0 (B, N, D); if dimage is not null, accumulates
     /// d image (B, C, S, S) into it.
     void backward(const T* dx0, T* dimage, int B, const Cache& c, Scratch& s) const {
+        const std::ptrdiff_t BL = static_cast<std::ptrdiff_t>(B) * L * P;  // elements of the patch rows
         constexpr int first = E.cls_token ? 1 : 0;  // row of the first patch token
         T* dcls = E.cls_token ? cls_token.grad() : nullptr;
         T* dpos = E.pos_embed ? pos_embed.grad() : nullptr;
@@ -132,7 +147,7 @@ public:
         }
         T* dpatches = nullptr;
         if (dimage) {
-            std::fill(s.d_patches.storage().begin(), s.d_patches.storage().end(), T(0));
+            std::fill_n(s.d_patches.data(), BL, T(0));
             dpatches = s.d_patches.data();
         }
         ops::linear_backward(dpatches, weight.grad(), bias.grad(), s.d_embed.data(), c.patches.data(), weight.data(),

@@ -18,12 +18,16 @@ struct PreNormCache {
     BatchTensor<T, Shape<N, 3 * D>> qkv;
     BatchTensor<T, Shape<H, N>> lse;  // row log-sum-exp of the attention scores
     typename Mlp<T, N, D, F>::Cache mlp;
+    template <class Fn>
+    void for_each(Fn&& f) {
+        for (auto* t : {&ln1, &attn, &mid, &ln2}) f(*t);
+        for (auto* t : {&mean1, &rstd1, &mean2, &rstd2}) f(*t);
+        f(qkv);
+        f(lse);
+        mlp.for_each(f);
+    }
     void resize(std::size_t B) {
-        for (auto* t : {&ln1, &attn, &mid, &ln2}) t->resize(B);
-        for (auto* t : {&mean1, &rstd1, &mean2, &rstd2}) t->resize(B);
-        qkv.resize(B);
-        lse.resize(B);
-        mlp.resize(B);
+        for_each([&](auto& t) { t.resize(B); });
     }
 };
 
@@ -33,10 +37,14 @@ struct PreNormScratch {
     BatchTensor<T, Shape<N, D>> d_ln, d_attn, d_mid;
     BatchTensor<T, Shape<N, 3 * D>> d_qkv;
     typename Mlp<T, N, D, F>::Scratch mlp;
+    template <class Fn>
+    void for_each(Fn&& f) {
+        for (auto* t : {&d_ln, &d_attn, &d_mid}) f(*t);
+        f(d_qkv);
+        mlp.for_each(f);
+    }
     void resize(std::size_t B) {
-        for (auto* t : {&d_ln, &d_attn, &d_mid}) t->resize(B);
-        d_qkv.resize(B);
-        mlp.resize(B);
+        for_each([&](auto& t) { t.resize(B); });
     }
 };
 
