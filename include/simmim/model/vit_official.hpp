@@ -53,6 +53,7 @@
 #include "simmim/model/parts/mlp.hpp"
 #include "simmim/model/parts/patch_embedding.hpp"
 #include "simmim/model/parts/prenorm_buffers.hpp"
+#include "simmim/model/parts/token_trunk.hpp"
 #include "simmim/model/simmim_model.hpp"
 #include "simmim/model/vit_encoder.hpp"
 #include "simmim/ops/attention_bias.hpp"
@@ -65,13 +66,12 @@ namespace simmim {
 /// One block of the official SimMIM ViT (BEiT block with layer scale, q/v bias and an external
 /// relative position bias): x += s1 * gamma_1 * attn(norm1(x), bias); x += s2 * gamma_2 * mlp(norm2(x)).
 template <class T, BlockSpec Bk>
-class OfficialViTBlock {
-    static_assert(Bk.dim > 0 && Bk.tokens > 0 && Bk.heads > 0 && Bk.mlp_hidden > 0, "simmim: block sizes must be positive");
-    static_assert(Bk.dim % Bk.heads == 0, "simmim: embed_dim must be a multiple of num_heads");
+class OfficialViTBlock : public PreNormBlockShape<T, Bk> {
+    using Base = PreNormBlockShape<T, Bk>;
 
 public:
-    static constexpr int D = Bk.dim, N = Bk.tokens, H = Bk.heads, Dh = Bk.head_dim(), F = Bk.mlp_hidden;
-    static constexpr T kEps = T(1e-6);  // norm_layer = partial(nn.LayerNorm, eps=1e-6)
+    static constexpr int D = Base::D, N = Base::N, H = Base::H, Dh = Base::Dh, F = Base::F;
+    static constexpr T kEps = Base::kEps;
 
     /// Activations a block caches in forward for its backward: the pre-norm block's, plus the branch
     /// outputs before the layer scale and the drop path factors.
@@ -198,39 +198,29 @@ private:
 /// The ViT encoder of SimMIM in the official (BEiT-derived) form. Satisfies the Encoder concept
 /// (model/concepts.hpp) with the same interface as ViTEncoder, plus stochastic depth (set_drop_path).
 template <class T, ViTConfig C>
-class OfficialViTEncoder {
-    static_assert(ValidConfig<C>::value);
-    static_assert(std::is_floating_point_v<T>, "simmim: the scalar type must be float or double");
+class OfficialViTEncoder : public detail::ViTEncoderShape<T, C> {
+    using Shape_ = detail::ViTEncoderShape<T, C>;
 
 public:
-    using scalar_type = T;
-    static constexpr ViTConfig config = C;
-    static constexpr EncoderGeometry geometry = C.geometry();
-    static constexpr int S = C.image_size, Cin = C.in_chans, p = C.patch_size, g = C.grid();
-    static constexpr int L = C.num_patches(), N = C.num_tokens(), D = C.embed_dim, P = C.patch_dim(), H = C.num_heads;
+    using Shape_::S, Shape_::Cin, Shape_::p, Shape_::g, Shape_::D, Shape_::N, Shape_::L, Shape_::H;
     static constexpr int R = ops::relative_position_table_rows(g);  // rows of the relative position bias table
-    static constexpr int out_dim = D;          // feature width handed to the head
-    static constexpr int out_stride = p;       // pixels per feature position
-    static constexpr int num_layers = C.depth; // for layer-wise lr decay
     using Block = OfficialViTBlock<T, C.block()>;
     using Embedding = PatchEmbedding<T, PatchEmbedSpec{S, Cin, p, D, /*cls_token=*/true, /*pos_embed=*/false}>;
+    using Trunk = TokenTrunk<T, Embedding, Block>;
     /// The form recorded in weights files (model/model_kind.hpp).
     static std::string kind() { return "vit-official"; }
+    /// Bytes forward() and backward() allocate for a batch of B (the (H, N, N) bias and its gradient are
+    /// allocated with the encoder).
+    static std::size_t activation_bytes(int B) { return Trunk::activation_bytes(C.depth, B); }
 
     /// Registers the parameters in the official order: cls_token, mask_token, patch_embed.proj, the
     /// shared relative position bias table, blocks, norm.
     explicit OfficialViTEncoder(ParamArena<T>& arena)
-        : embed_(arena, {Init::TruncNormalStd, /*mask_token_decay=*/true, /*mask_token_first=*/true}),
+        : trunk_(arena, {Init::TruncNormalStd, /*mask_token_decay=*/true, /*mask_token_first=*/true}),
           rel_pos_table_(arena.template add<Shape<R, H>>("encoder.rel_pos_bias.relative_position_bias_table", Init::Zeros, true)),
-          index_(ops::relative_position_index(g)),
-          stack_(C.depth, [&](int i) { return Block(arena, "encoder.blocks." + std::to_string(i) + ".", i + 1); }),
-          norm_(arena, "encoder.norm.") {}
-
-    /// Bytes forward() and backward() allocate for a batch of B (the stack, the embedding's cache and
-    /// scratch, the final norm); the (H, N, N) bias and its gradient are allocated with the encoder.
-    static std::size_t activation_bytes(int B) {
-        return BlockStack<T, Block>::activation_bytes(C.depth, B) + Embedding::activation_bytes(B) +
-               static_cast<std::size_t>(B) * bytes_per_sample<NormCache<T, N, D>>();
+          index_(ops::relative_position_index(g)) {
+        trunk_.add_blocks(C.depth, [&](int i) { return Block(arena, "encoder.blocks." + std::to_string(i) + ".", i + 1); });
+        trunk_.add_norm(arena);
     }
 
     /// Stochastic depth for the following forward passes: block i drops each sample's attention and
@@ -252,74 +242,56 @@ public:
     /// features (B, L, D) from image (B, C, S, S) and mask (B, L) (1 = masked).
     void forward(T* features, const T* image, const T* mask, int B) {
         forward_tokens(image, mask, B, C.depth);
-        norm_.forward(final_.out.data(), final_.mean.data(), final_.rstd.data(), stack_.output(C.depth),
-                      static_cast<std::ptrdiff_t>(B) * N, Block::kEps);
-        ops::drop_leading_tokens(features, final_.out.data(), B, N, 1, D);
+        trunk_.finish_forward(features, B);
     }
-
     /// Runs the embedding and the first `blocks` blocks only (no final norm); returns their output
     /// (B, N, D), cls token first, valid until the next forward. Used for linear probing of block k
     /// (with drop path off). backward() needs a full forward().
     const T* forward_tokens(const T* image, const T* mask, int B, int blocks) {
-        if (blocks < 0 || blocks > C.depth)
-            throw std::invalid_argument("OfficialViTEncoder: block index must lie in [0, " + std::to_string(C.depth) + "], found " +
-                                        std::to_string(blocks));
-        if (B <= 0) throw std::invalid_argument("OfficialViTEncoder: batch must be positive, found " + std::to_string(B));
-        resize(B);
-        embed_.forward(stack_.input(), image, mask, B, embed_cache_);
         ops::relative_position_bias_forward(bias_.data(), rel_pos_table_.data(), index_.data(), N, H);
-        stack_.forward(blocks, [&](int i, const Block& block, T* out, const T* in, typename Block::Cache& c) {
+        return trunk_.forward_tokens(image, mask, B, blocks, [&](int i, const Block& block, T* out, const T* in, auto& c) {
             draw_drop_path(i, B, c);
             block.forward(out, in, bias_.data(), B, c);
         });
-        return stack_.output(blocks);
     }
-
     /// Accumulates parameter gradients from dfeatures (B, L, D); if dimage is not null, accumulates
     /// the gradient with respect to the input image (B, C, S, S) into it.
     void backward(const T* dfeatures, T* dimage) {
-        const int B = stack_.batch();
-        const std::ptrdiff_t BN = static_cast<std::ptrdiff_t>(B) * N;
-        ops::drop_leading_tokens_backward(stack_.spare(), dfeatures, B, N, 1, D);  // zero for the dropped cls rows
-        std::fill_n(stack_.grad_out(), BN * D, T(0));
-        norm_.backward(stack_.grad_out(), stack_.spare(), stack_.output(C.depth), final_.mean.data(), final_.rstd.data(), BN);
+        const int B = trunk_.blocks().batch();
         std::fill(dbias_.begin(), dbias_.end(), T(0));
-        const T* dx0 = stack_.backward([&](int, const Block& block, T* din, const T* dout, const T* in, const typename Block::Cache& c,
-                                           typename Block::Scratch& s) {
+        trunk_.backward(dfeatures, dimage, [&](int, const Block& block, T* din, const T* dout, const T* in, const auto& c, auto& s) {
             block.backward(din, dbias_.data(), dout, in, bias_.data(), B, c, s);
         });
         // the shared table: sum over blocks (in dbias_) scattered back through the index
         ops::relative_position_bias_backward(rel_pos_table_.grad(), dbias_.data(), index_.data(), N, H);
-        embed_.backward(dx0, dimage, B, embed_cache_, embed_scratch_);
     }
-
     /// Inference: features (B, L, D) of image (B, C, S, S) with mask (B, L) (null: nothing masked), equal
     /// to forward()'s with drop path off; keeps nothing for backward, holds a few samples' activations.
     void encode(T* features, const T* image, const T* mask, int B) const {
         AlignedVector<T> bias(static_cast<std::size_t>(H) * N * N);  // (H, N, N)
         ops::relative_position_bias_forward(bias.data(), rel_pos_table_.data(), index_.data(), N, H);
-        detail::vit_encode<Block>(features, image, mask, B, C.depth, embed_, norm_, [&](int i, T* out, const T* in, int nb, typename Block::Cache& c) {
-            stack_[i].forward(out, in, bias.data(), nb, c);  // c.scale1 / c.scale2 stay 1: no drop path
+        trunk_.encode(features, image, mask, B, [&](int, const Block& block, T* out, const T* in, int nb, auto& c) {
+            block.forward(out, in, bias.data(), nb, c);  // c.scale1 / c.scale2 stay 1: no drop path
         });
     }
 
     /// Drop path factors (B) of block `block`'s branch `branch` (0 attention, 1 MLP) in the last
     /// forward: 0 dropped, 1 / (1 - r_i) kept, 1 with drop path off.
     const std::vector<T>& drop_path_factors(int block, int branch) const {
-        if (block < 0 || block >= C.depth || branch < 0 || branch > 1 || stack_.empty_caches())
+        if (block < 0 || block >= C.depth || branch < 0 || branch > 1 || trunk_.blocks().empty_caches())
             throw std::invalid_argument("OfficialViTEncoder::drop_path_factors: needs a forward, block in [0, depth), branch 0 or 1");
-        return branch == 0 ? stack_.cache(block).scale1 : stack_.cache(block).scale2;
+        return branch == 0 ? trunk_.blocks().cache(block).scale1 : trunk_.blocks().cache(block).scale2;
     }
     /// The relative position bias (H, N, N) of the last forward, shared by every block.
     const AlignedVector<T>& attention_bias() const noexcept { return bias_; }
     /// BEiT's relative_position_index (N, N) for this grid (ops::relative_position_index).
     const std::vector<std::int32_t>& relative_position_index() const noexcept { return index_; }
 
-    const Embedding& embedding() const noexcept { return embed_; }
+    const Embedding& embedding() const noexcept { return trunk_.embedding(); }
     /// The shared relative position bias table ((2g-1)^2 + 3, H).
     const Param<T, Shape<R, H>>& relative_position_bias_table() const noexcept { return rel_pos_table_; }
-    const BlockStack<T, Block>& blocks() const noexcept { return stack_; }
-    const LayerNormParams<T, D>& norm() const noexcept { return norm_; }
+    const BlockStack<T, Block>& blocks() const noexcept { return trunk_.blocks(); }
+    const LayerNormParams<T, D>& norm() const noexcept { return trunk_.norm(); }
 
 private:
     void draw_drop_path(int block, int B, typename Block::Cache& c) const {
@@ -329,26 +301,14 @@ private:
             c.scale2[b] = T(ops::drop_path_scale(r, drop_seed_, drop_step_, block, 1, b));
         }
     }
-    void resize(int B) {
-        if (B == stack_.batch()) return;
-        stack_.resize(B);
-        embed_cache_.resize(static_cast<std::size_t>(B));
-        embed_scratch_.resize(static_cast<std::size_t>(B));
-        final_.resize(static_cast<std::size_t>(B));
-    }
 
-    // parameters, declared in their registration order
-    Embedding embed_;
+    // parameters, declared in their registration order (the trunk adds its blocks and norm after the table)
+    Trunk trunk_;
     Param<T, Shape<R, H>> rel_pos_table_;
     std::vector<std::int32_t> index_;  // (N, N) relative_position_index
-    BlockStack<T, Block> stack_;
-    LayerNormParams<T, D> norm_;
     double drop_rate_ = 0.0;
     std::uint64_t drop_seed_ = 0;
     std::int64_t drop_step_ = 0;
-    typename Embedding::Cache embed_cache_;
-    typename Embedding::Scratch embed_scratch_;
-    NormCache<T, N, D> final_;  // final norm output (B, N, D) and its statistics
     AlignedVector<T> bias_ = AlignedVector<T>(static_cast<std::size_t>(H) * N * N);   // (H, N, N)
     AlignedVector<T> dbias_ = AlignedVector<T>(static_cast<std::size_t>(H) * N * N);  // (H, N, N)
 };

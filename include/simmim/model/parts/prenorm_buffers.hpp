@@ -5,10 +5,20 @@
 
 #include <cstddef>
 
+#include "simmim/core/config.hpp"
 #include "simmim/core/tensor.hpp"
 #include "simmim/model/parts/mlp.hpp"
 
 namespace simmim {
+
+/// The sizes every pre-norm block over a BlockSpec declares (its base class), checked at compile time.
+template <class T, BlockSpec Bk>
+struct PreNormBlockShape {
+    static_assert(Bk.dim > 0 && Bk.tokens > 0 && Bk.heads > 0 && Bk.mlp_hidden > 0, "simmim: block sizes must be positive");
+    static_assert(Bk.dim % Bk.heads == 0, "simmim: embed_dim must be a multiple of num_heads");
+    static constexpr int D = Bk.dim, N = Bk.tokens, H = Bk.heads, Dh = Bk.head_dim(), F = Bk.mlp_hidden;
+    static constexpr T kEps = T(1e-6);  // LayerNorm eps of both ViT forms (partial(nn.LayerNorm, eps=1e-6))
+};
 
 /// Block activations over B samples of N tokens of width D, H heads, MLP hidden F.
 template <class T, int N, int D, int H, int F>

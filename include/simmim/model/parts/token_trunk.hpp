@@ -89,7 +89,7 @@ public:
         BatchTensor<T, Shape<N, D>> x[2];
         typename Block::Cache cache;
         NormCache<T, N, D> final_norm;
-        const std::size_t per_sample = bytes_per_sample<typename Embedding::Cache>() + 2 * decltype(x[0])::sample_bytes +
+        const std::size_t per_sample = bytes_per_sample<typename Embedding::Cache>() + 2 * BatchTensor<T, Shape<N, D>>::sample_bytes +
                                        bytes_per_sample<typename Block::Cache>() + bytes_per_sample<NormCache<T, N, D>>();
         for_each_chunk(B, inference_chunk(per_sample), [&](int b0, int nb) {
             const auto n = static_cast<std::size_t>(nb);
