@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # tests/consumer_builds.sh <build dir> <source dir>: CTest script test.
 # Builds and runs the outside project tests/consumer three ways, in a temporary directory:
-#   find_package  (after `cmake --install` of simmim into a prefix)
+#   find_package  (after `cmake --install` of simmim into a prefix; simmim is installed with the
+#                  compiled kernels for the default ISA (SIMMIM_NATIVE=OFF) and the consumer links
+#                  simmim::kernels too)
 #   subdirectory  (add_subdirectory of the simmim source)
 #   fetchcontent  (FetchContent_Declare(SOURCE_DIR ...) + FetchContent_MakeAvailable)
 # Fails if any mode fails, naming the mode and the step.
@@ -55,14 +57,16 @@ install_and_find_package() {
   echo "=== consumer_builds: installing simmim into $prefix ==="
   "$cmake_bin" -S "$source_dir" -B "$work/simmim-build" "${common_args[@]}" \
     -DSIMMIM_BUILD_TESTS=OFF -DSIMMIM_BUILD_EXAMPLES=OFF -DSIMMIM_BUILD_BENCHMARKS=OFF \
+    -DSIMMIM_COMPILED_KERNELS=ON -DSIMMIM_NATIVE=OFF \
     -DCMAKE_INSTALL_PREFIX="$prefix" || { fail find_package "configure simmim"; return 0; }
+  "$cmake_bin" --build "$work/simmim-build" -j2 || { fail find_package "build simmim::kernels"; return 0; }
   "$cmake_bin" --install "$work/simmim-build" || { fail find_package "install simmim"; return 0; }
   # The installed package must not point back into the source or build tree.
   if grep -rlF -e "$source_dir" -e "$work/simmim-build" "$prefix"; then
     fail find_package "installed files (listed above) refer to the source or build tree"
     return 0
   fi
-  build_consumer find_package -DCMAKE_PREFIX_PATH="$prefix"
+  build_consumer find_package -DCMAKE_PREFIX_PATH="$prefix" -DSIMMIM_CONSUMER_KERNELS=ON
 }
 
 install_and_find_package

@@ -494,3 +494,16 @@ void gemm(bool trans_a, bool trans_b, std::ptrdiff_t M, std::ptrdiff_t N, std::p
 }
 
 }  // namespace simmim::kernels
+
+// Opt-in compiled kernels (simmim::kernels, see simmim/kernels/compiled.hpp): gemm for float and
+// double is instantiated once in src/gemm.cpp instead of in every translation unit.
+#ifdef SIMMIM_EXTERN_KERNELS
+#include "simmim/kernels/compiled.hpp"
+namespace simmim::kernels {
+#define SIMMIM_GEMM_INSTANTIATION(EXTERN, T)                                                                  \
+    EXTERN template void gemm<T>(bool, bool, std::ptrdiff_t, std::ptrdiff_t, std::ptrdiff_t, T, const T*, \
+                                 std::ptrdiff_t, const T*, std::ptrdiff_t, T, T*, std::ptrdiff_t);
+SIMMIM_GEMM_INSTANTIATION(extern, float)
+SIMMIM_GEMM_INSTANTIATION(extern, double)
+}  // namespace simmim::kernels
+#endif

@@ -377,3 +377,17 @@ void attention_bias_backward(T* dqkv, T* dbias, const T* dout, const T* qkv, con
 }
 
 }  // namespace simmim::ops
+
+// Opt-in compiled kernels (simmim::kernels, see simmim/kernels/compiled.hpp): the biased forward and
+// backward for float and double are instantiated once in src/attention_bias.cpp.
+#ifdef SIMMIM_EXTERN_KERNELS
+#include "simmim/kernels/compiled.hpp"
+namespace simmim::ops {
+#define SIMMIM_ATTENTION_BIAS_INSTANTIATION(EXTERN, T)                                                            \
+    EXTERN template void attention_bias_forward<T>(T*, T*, const T*, const T*, int, int, int, int);                 \
+    EXTERN template void attention_bias_backward<T>(T*, T*, const T*, const T*, const T*, const T*, const T*, int, \
+                                                    int, int, int);
+SIMMIM_ATTENTION_BIAS_INSTANTIATION(extern, float)
+SIMMIM_ATTENTION_BIAS_INSTANTIATION(extern, double)
+}  // namespace simmim::ops
+#endif

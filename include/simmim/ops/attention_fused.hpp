@@ -1156,3 +1156,17 @@ void attention_backward_fused(T* dqkv, const T* dout, const T* qkv, const T* out
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ == 12
 #pragma GCC diagnostic pop
 #endif
+
+// Opt-in compiled kernels (simmim::kernels, see simmim/kernels/compiled.hpp): the fused forward and
+// backward for float and double are instantiated once in src/attention_fused.cpp.
+#ifdef SIMMIM_EXTERN_KERNELS
+#include "simmim/kernels/compiled.hpp"
+namespace simmim::ops {
+#define SIMMIM_ATTENTION_FUSED_INSTANTIATION(EXTERN, T)                                                  \
+    EXTERN template void attention_forward_fused<T>(T*, T*, const T*, int, int, int, int);                 \
+    EXTERN template void attention_backward_fused<T>(T*, const T*, const T*, const T*, const T*, int, int, \
+                                                     int, int);
+SIMMIM_ATTENTION_FUSED_INSTANTIATION(extern, float)
+SIMMIM_ATTENTION_FUSED_INSTANTIATION(extern, double)
+}  // namespace simmim::ops
+#endif
