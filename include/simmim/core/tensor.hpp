@@ -167,11 +167,18 @@ public:
         infos_.push_back(std::move(info));
         return Param<T, S>(this, infos_.back().offset);
     }
-    void allocate() {
+    /// Allocates the values (zero) and, unless `with_gradients` is false, the gradients. An arena of an
+    /// inference-only model (model/any_encoder.hpp) skips the gradients: it then has no grads() (null),
+    /// and nothing may call Param::grad(), backward() or an optimizer on it.
+    void allocate(bool with_gradients = true) {
         values_.assign(total_, T(0));
-        grads_.assign(total_, T(0));
+        if (with_gradients) grads_.assign(total_, T(0));
+        else AlignedVector<T>().swap(grads_);
         allocated_ = true;
+        has_gradients_ = with_gradients;
     }
+    bool allocated() const noexcept { return allocated_; }
+    bool has_gradients() const noexcept { return has_gradients_; }
     std::size_t size() const noexcept { return total_; }
     const std::vector<ParamInfo>& params() const noexcept { return infos_; }
     const ParamInfo* find(const std::string& name) const {
@@ -181,8 +188,9 @@ public:
     }
     T* values() noexcept { return values_.data(); }
     const T* values() const noexcept { return values_.data(); }
-    T* grads() noexcept { return grads_.data(); }
-    const T* grads() const noexcept { return grads_.data(); }
+    /// The gradients, parallel to values(); null unless allocated with gradients.
+    T* grads() noexcept { return has_gradients_ ? grads_.data() : nullptr; }
+    const T* grads() const noexcept { return has_gradients_ ? grads_.data() : nullptr; }
     void zero_grad() { std::fill(grads_.begin(), grads_.end(), T(0)); }
 
     /// Initialises every value from its ParamInfo and zeroes the gradients. Parameter k draws from
@@ -213,6 +221,7 @@ private:
     AlignedVector<T> values_, grads_;
     std::size_t total_ = 0;
     bool allocated_ = false;
+    bool has_gradients_ = false;
 };
 
 template <class T, class S>
