@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "../examples/embed_options.hpp"
 #include "../fuzz/fuzz_cli.hpp"
 
 namespace {
@@ -307,6 +308,49 @@ TEST_CASE("simmim_avgdist parse: good and bad command lines", "[cli][parse]") {
         {{"--model-patch", "-4"}, {"--model-patch"}},
         {{"--mask-patches", "4,0"}, {"--mask-patches", "'0'"}},
         {{"--no-such-option", "3"}, {"--no-such-option", "(run with --help)"}},
+    });
+}
+
+TEST_CASE("simmim_embed parse: good and bad command lines", "[cli][parse]") {
+    using namespace ex::embed;
+    const Scratch scratch;
+    {
+        const auto p = parse_args(parse, {"--weights", scratch.file(), "--data", "fashion-mnist", "--out", "f.safetensors"});
+        REQUIRE(p);
+        CHECK(p.options->weights == scratch.file());
+        CHECK(p.options->split == "test");
+        CHECK(p.options->pool == "mean");
+        CHECK(p.options->batch == 128);
+        CHECK(p.options->limit == 0);
+    }
+    {
+        const auto p = parse_args(parse, {"--weights", scratch.file(), "--data", scratch.dir.string(), "--out", "f.safetensors", "--split", "train",
+                                          "--limit", "50", "--batch", "7", "--pool", "none", "--threads", "2"});
+        REQUIRE(p);
+        CHECK(p.options->data == scratch.dir.string());
+        CHECK(p.options->split == "train");
+        CHECK(p.options->limit == 50);
+        CHECK(p.options->batch == 7);
+        CHECK(p.options->pool == "none");
+        CHECK(p.options->threads == 2);
+    }
+    const std::vector<std::string> req{"--weights", scratch.file(), "--data", "fashion-mnist", "--out", "f.safetensors"};
+    auto with = [&](std::vector<std::string> more) {
+        more.insert(more.begin(), req.begin(), req.end());
+        return more;
+    };
+    check_usage_errors(parse, {
+        {{"--data", "fashion-mnist", "--out", "f"}, {"--weights is required"}},
+        {{"--weights", scratch.file(), "--out", "f"}, {"--data is required"}},
+        {{"--weights", scratch.file(), "--data", "fashion-mnist"}, {"--out is required"}},
+        {{"--weight", scratch.file()}, {"--weight", "(run with --help)"}},  // the unknown option, not the missing --weights
+        {{"--weights", "/nonexistent.safetensors", "--data", "fashion-mnist", "--out", "f"}, {"--weights", "/nonexistent.safetensors"}},
+        {{"--weights", scratch.file(), "--data", "/nonexistent/dir", "--out", "f"}, {"--data: no such directory"}},
+        {with({"--split", "val"}), {"--split"}},
+        {with({"--pool", "max"}), {"--pool"}},
+        {with({"--batch", "0"}), {"--batch: must be an integer >= 1"}},
+        {with({"--limit", "-1"}), {"--limit"}},
+        {with({"--threads", "-2"}), {"--threads"}},
     });
 }
 
