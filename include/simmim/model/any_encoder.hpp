@@ -23,7 +23,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <optional>
@@ -41,6 +40,7 @@
 #include "simmim/core/tensor.hpp"
 #include "simmim/io/model_io.hpp"
 #include "simmim/io/safetensors.hpp"
+#include "simmim/model/model_kind.hpp"
 #include "simmim/model/vit_encoder.hpp"
 #include "simmim/model/vit_official.hpp"
 
@@ -68,30 +68,10 @@ struct EncoderIdentity {
 
 namespace detail {
 
-inline constexpr std::string_view kCommonForm = "vit", kOfficialForm = "vit-official";
+/// The forms, as recorded in "simmim.encoder" (ViTEncoder::kind(), OfficialViTEncoder::kind()).
+inline const std::string kCommonForm = ViTEncoder<float, presets::vit_tiny_test>::kind();
+inline const std::string kOfficialForm = OfficialViTEncoder<float, presets::vit_tiny_test>::kind();
 inline constexpr const char* kRelPosTable = "encoder.rel_pos_bias.relative_position_bias_table";
-
-/// The safetensors metadata of `path`, reading only the 8-byte length and the JSON header.
-/// TODO(embed): replace with io::read_safetensors_metadata(path) once main has it (same behaviour).
-inline std::map<std::string, std::string> read_metadata_header(const std::filesystem::path& path) {
-    const auto fail = [&](const std::string& what) { throw EncoderFileError(path.string() + ": " + what); };
-    std::ifstream in(path, std::ios::binary);
-    if (!in) fail("cannot open");
-    unsigned char len[8] = {};
-    if (!in.read(reinterpret_cast<char*>(len), 8)) fail("not a safetensors file (shorter than its 8-byte header length)");
-    std::uint64_t n = 0;
-    for (int i = 7; i >= 0; --i) n = (n << 8) | len[i];
-    if (n > io::max_header_bytes) fail("not a safetensors file (header length " + std::to_string(n) + " is implausible)");
-    std::string header(static_cast<std::size_t>(n), '\0');
-    if (!in.read(header.data(), static_cast<std::streamsize>(n))) fail("truncated safetensors header");
-    const auto j = nlohmann::json::parse(header, nullptr, /*allow_exceptions=*/false);
-    if (!j.is_object()) fail("the safetensors header is not a JSON object");
-    std::map<std::string, std::string> meta;
-    if (j.contains("__metadata__") && j["__metadata__"].is_object())
-        for (const auto& [k, v] : j["__metadata__"].items())
-            if (v.is_string()) meta[k] = v.get<std::string>();
-    return meta;
-}
 
 /// The parameters (names, shapes) an encoder type registers: constructed on an arena never allocated.
 template <class Enc>
@@ -305,7 +285,7 @@ public:
     static AnyEncoder open(const std::filesystem::path& weights) {
         // metadata first (the header only): a file whose metadata names an encoder this build does not
         // have fails before its tensors are read
-        const auto meta = detail::read_metadata_header(weights);
+        const auto meta = io::read_safetensors_metadata(weights);
         if (meta.count("simmim.encoder")) (void)detail::identity_from_metadata(meta, weights.string());
         return from_file(io::read_safetensors(weights));
     }
