@@ -347,3 +347,19 @@ TEST_CASE("AnyEncoder: files without a usable encoder fail with one line naming 
         CHECK(m.find("cannot open") != std::string::npos);
     }
 }
+
+TEST_CASE("ParamArena::allocate(false) allocates the values only; grads() is null", "[any_encoder][arena]") {
+    for (const bool with_gradients : {true, false}) {
+        ParamArena<float> arena;
+        (void)arena.add<Shape<1000>>("w", Init::Ones, false);
+        const std::int64_t before = aligned_bytes_in_use();  // AlignedAllocator's count (core/tensor.hpp)
+        arena.allocate(with_gradients);
+        INFO("with_gradients " << with_gradients);
+        CHECK(aligned_bytes_in_use() - before == (with_gradients ? 8000 : 4000));
+        CHECK(arena.allocated());
+        CHECK(arena.has_gradients() == with_gradients);
+        CHECK((arena.grads() != nullptr) == with_gradients);
+        arena.initialize(3);  // initialises the values; zeroes gradients only when there are any
+        CHECK(arena.values()[999] == 1.f);
+    }
+}
