@@ -614,22 +614,32 @@ inline TensorFile parse_safetensors(std::span<const std::byte> file_bytes, std::
     return result;
 }
 
+namespace detail {
+/// SafetensorsError "cannot read safetensors file '<path>': <what>[: <system reason>]".
+[[noreturn]] inline void fail_read(const std::filesystem::path& path, const std::string& what, int error) {
+    throw SafetensorsError("cannot read safetensors file '" + path.string() + "': " + what +
+                           (error != 0 ? ": " + std::system_category().message(error) : std::string()));
+}
+using FileHandle = std::unique_ptr<std::FILE, int (*)(std::FILE*)>;
+/// `path` opened for reading, with its size; fail_read() if it cannot be opened or is not a regular file.
+inline std::pair<FileHandle, std::uint64_t> open_regular_file(const std::filesystem::path& path) {
+    FileHandle file(std::fopen(path.c_str(), "rb"), &std::fclose);
+    if (!file) fail_read(path, "cannot open", errno);
+    struct stat status {};
+    if (::fstat(::fileno(file.get()), &status) != 0) fail_read(path, "cannot stat", errno);
+    if (!S_ISREG(status.st_mode)) fail_read(path, "not a regular file", 0);
+    return {std::move(file), static_cast<std::uint64_t>(status.st_size)};
+}
+}  // namespace detail
+
 /// Reads and parses a whole file (one read). Errors name the path. Before reading it checks that the
 /// process can get twice the file's size (the file's bytes and the parsed tensors' copy, held at once):
 /// SafetensorsError naming the file, the bytes needed and the bytes available otherwise
 /// (simmim/core/memory.hpp); a std::bad_alloc while reading or parsing becomes a SafetensorsError
 /// naming the file too.
 inline TensorFile read_safetensors(const std::filesystem::path& path) {
-    const auto fail = [&](const std::string& what, int error) {
-        throw SafetensorsError("cannot read safetensors file '" + path.string() + "': " + what +
-                               (error != 0 ? ": " + std::system_category().message(error) : std::string()));
-    };
-    const std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"), &std::fclose);
-    if (!file) fail("cannot open", errno);
-    struct stat status {};
-    if (::fstat(::fileno(file.get()), &status) != 0) fail("cannot stat", errno);
-    if (!S_ISREG(status.st_mode)) fail("not a regular file", 0);
-    const auto file_size = static_cast<std::uint64_t>(status.st_size);
+    const auto fail = [&](const std::string& what, int error) { detail::fail_read(path, what, error); };
+    const auto [file, file_size] = detail::open_regular_file(path);
     const std::uint64_t needed = file_size > std::numeric_limits<std::uint64_t>::max() / 2 ? file_size : 2 * file_size;
     if (auto shortfall = memory_shortfall("safetensors file '" + path.string() + "' (" + std::to_string(file_size) + " bytes)", needed))
         throw SafetensorsError(*shortfall);
@@ -662,16 +672,7 @@ inline TensorFile read_safetensors(const std::filesystem::path& path) {
 /// JSON object, or a metadata value is not a string. The tensors are not checked (read_safetensors does).
 inline std::map<std::string, std::string> read_safetensors_metadata(const std::filesystem::path& path) {
     const std::string where = detail::source_label(path.string());
-    const auto fail = [&](const std::string& what, int error) {
-        throw SafetensorsError("cannot read safetensors file '" + path.string() + "': " + what +
-                               (error != 0 ? ": " + std::system_category().message(error) : std::string()));
-    };
-    const std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"), &std::fclose);
-    if (!file) fail("cannot open", errno);
-    struct stat status {};
-    if (::fstat(::fileno(file.get()), &status) != 0) fail("cannot stat", errno);
-    if (!S_ISREG(status.st_mode)) fail("not a regular file", 0);
-    const auto file_size = static_cast<std::uint64_t>(status.st_size);
+    const auto [file, file_size] = detail::open_regular_file(path);
     unsigned char length[8] = {};
     if (file_size < 8 || std::fread(length, 1, 8, file.get()) != 8)
         throw SafetensorsError(where + ": file is " + std::to_string(file_size) + " bytes, shorter than the 8-byte header length");
@@ -682,7 +683,7 @@ inline std::map<std::string, std::string> read_safetensors_metadata(const std::f
                                std::to_string(std::min<std::uint64_t>(max_header_bytes, file_size - 8)) + " bytes it can have");
     std::string text(static_cast<std::size_t>(header_size), '\0');
     if (header_size > 0 && std::fread(text.data(), 1, text.size(), file.get()) != text.size())
-        fail("short read of the header", std::ferror(file.get()) ? errno : 0);
+        detail::fail_read(path, "short read of the header", std::ferror(file.get()) ? errno : 0);
     std::vector<std::string> keys;
     const nlohmann::json header = detail::parse_header_json(text, where, keys);
     if (!header.is_object()) throw SafetensorsError(where + ": header is not a JSON object (found " + detail::json_label(header) + ")");
