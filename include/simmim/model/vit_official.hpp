@@ -85,9 +85,7 @@ public:
             f(m);
         }
         void resize(std::size_t B) {
-            PreNormCache<T, N, D, H, F>::resize(B);
-            a.resize(B);
-            m.resize(B);
+            for_each([&](auto& t) { t.resize(B); });
             scale1.assign(B, T(1));
             scale2.assign(B, T(1));
         }
@@ -102,8 +100,7 @@ public:
             f(d_branch);
         }
         void resize(std::size_t B) {
-            PreNormScratch<T, N, D, F>::resize(B);
-            d_branch.resize(B);
+            for_each([&](auto& t) { t.resize(B); });
         }
     };
 

@@ -25,8 +25,7 @@ public:
             f(act);
         }
         void resize(std::size_t B) {
-            fc1.resize(B);
-            act.resize(B);
+            for_each([&](auto& t) { t.resize(B); });
         }
     };
     struct Scratch {
@@ -37,8 +36,7 @@ public:
             f(d_act);
         }
         void resize(std::size_t B) {
-            d_fc1.resize(B);
-            d_act.resize(B);
+            for_each([&](auto& t) { t.resize(B); });
         }
     };
 
