@@ -114,8 +114,10 @@ std::size_t bytes_per_sample() {
 ///   TruncNormalStd: normal(0, 0.02) truncated at +-0.02, one standard deviation (BEiT / official SimMIM ViT)
 ///   Zeros, Ones:    constants 0 and 1
 ///   Constant:       ParamInfo::init_value (e.g. layer scale 0.1)
+///   Uniform:        uniform in [-init_value, init_value) (PyTorch's default Conv2d / Linear init: bound
+///                   1 / sqrt(fan_in) for the weight, kaiming_uniform_ with a = sqrt(5), and the bias)
 /// After drawing, every value is multiplied by ParamInfo::init_scale (e.g. 1 / sqrt(2 layer_id)).
-enum class Init { TruncNormal002, Zeros, Ones, TruncNormalStd, Constant };
+enum class Init { TruncNormal002, Zeros, Ones, TruncNormalStd, Constant, Uniform };
 
 /// Where a named parameter lives in the arena, with its PyTorch shape.
 struct ParamInfo {
@@ -209,6 +211,7 @@ public:
                     case Init::Zeros: x = 0; break;
                     case Init::Ones: x = 1; break;
                     case Init::Constant: x = p.init_value; break;
+                    case Init::Uniform: x = rng.uniform(-p.init_value, p.init_value); break;
                 }
                 v[i] = T(x * p.init_scale);
             }

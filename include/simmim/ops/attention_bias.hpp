@@ -10,6 +10,11 @@
 // head by head, so no (B, H, N, N) tensor is ever kept. Backward accumulates (+=) into dqkv and into
 // dbias (H, N, N), the gradient summed over the batch.
 //
+// Windowed attention (Swin): an optional additive `mask` (nW, N, N), shared by the heads, where sample
+// b (a window) takes mask[b % nW] (the official attn.view(B_ / nW, nW, H, N, N) + mask rule), so the
+// scores are s_ij + mask[b % nW, i, j]. The mask is a constant: dbias is still d loss / d bias, summed
+// over every window.
+//
 // Two implementations with the same signatures and semantics:
 //   attention_bias_forward / _backward: per (b, h) head, the products Q K^T, P V, P^T dO, dO V^T,
 //     dS K, dS^T Q go through kernels::gemm (the packed sgemm for float, Eigen for double) on an
@@ -101,8 +106,12 @@ void relative_position_bias_backward(T* dtable, const T* dbias, const std::int32
 
 /// Scalar reference of attention_bias_forward (see the file comment for layouts).
 template <class T>
-void attention_bias_forward_reference(T* out, T* lse, const T* qkv, const T* bias, int B, int N, int H, int Dh) {
+void attention_bias_forward_reference(T* out, T* lse, const T* qkv, const T* bias, int B, int N, int H, int Dh,
+                                      const T* mask = nullptr, int mask_windows = 1) {
     const std::ptrdiff_t D = static_cast<std::ptrdiff_t>(H) * Dh;
+    const auto extra = [&](int b, int i, int j) {
+        return mask ? mask[(static_cast<std::ptrdiff_t>(b % mask_windows) * N + i) * N + j] : T(0);
+    };
     const T scale = T(1) / std::sqrt(T(Dh));
     std::vector<T> p(static_cast<std::size_t>(N));
     for (int b = 0; b < B; ++b)
@@ -114,7 +123,7 @@ void attention_bias_forward_reference(T* out, T* lse, const T* qkv, const T* bia
                     const T* k = qkv + (static_cast<std::ptrdiff_t>(b) * N + j) * 3 * D + D + h * Dh;
                     T s = 0;
                     for (int d = 0; d < Dh; ++d) s += q[d] * k[d];
-                    p[j] = s * scale + bias[(static_cast<std::ptrdiff_t>(h) * N + i) * N + j];
+                    p[j] = s * scale + bias[(static_cast<std::ptrdiff_t>(h) * N + i) * N + j] + extra(b, i, j);
                     m = std::max(m, p[j]);
                 }
                 T sum = 0;
@@ -132,8 +141,11 @@ void attention_bias_forward_reference(T* out, T* lse, const T* qkv, const T* bia
 /// Scalar reference of attention_bias_backward: accumulates dqkv (B, N, 3, H, Dh) and dbias (H, N, N).
 template <class T>
 void attention_bias_backward_reference(T* dqkv, T* dbias, const T* dout, const T* qkv, const T* out, const T* lse,
-                                       const T* bias, int B, int N, int H, int Dh) {
+                                       const T* bias, int B, int N, int H, int Dh, const T* mask = nullptr, int mask_windows = 1) {
     const std::ptrdiff_t D = static_cast<std::ptrdiff_t>(H) * Dh;
+    const auto extra = [&](int b, int i, int j) {
+        return mask ? mask[(static_cast<std::ptrdiff_t>(b % mask_windows) * N + i) * N + j] : T(0);
+    };
     const T scale = T(1) / std::sqrt(T(Dh));
     const auto row = [&](const T* base, int b, int n) { return base + (static_cast<std::ptrdiff_t>(b) * N + n) * 3 * D; };
     std::vector<T> p(static_cast<std::size_t>(N)), ds(static_cast<std::size_t>(N));
@@ -151,7 +163,7 @@ void attention_bias_backward_reference(T* dqkv, T* dbias, const T* dout, const T
                     const T* v = row(qkv, b, j) + 2 * D + h * Dh;
                     T s = 0, dp = 0;
                     for (int d = 0; d < Dh; ++d) s += q[d] * k[d], dp += dO[d] * v[d];
-                    p[j] = std::exp(s * scale + bias[(static_cast<std::ptrdiff_t>(h) * N + i) * N + j] - l);
+                    p[j] = std::exp(s * scale + bias[(static_cast<std::ptrdiff_t>(h) * N + i) * N + j] + extra(b, i, j) - l);
                     ds[j] = p[j] * (dp - delta);
                     dbias[(static_cast<std::ptrdiff_t>(h) * N + i) * N + j] += ds[j];
                 }
@@ -202,6 +214,23 @@ inline void validate(const char* who, int B, int N, int H, int Dh, std::initiali
                                     ", N = " + std::to_string(N) + ", H = " + std::to_string(H) + ", Dh = " + std::to_string(Dh));
     for (const auto& [p, name] : ptrs)
         if (p == nullptr) throw std::invalid_argument(std::string(who) + ": " + name + " is null");
+}
+
+/// The (N, N) bias of sample b, head h: bias[h], or bias[h] + mask[b % nW] written to `tmp` when there is a mask.
+template <class T>
+const T* sample_bias(T* tmp, const T* bias, const T* mask, int mask_windows, int b, int h, int N) {
+    const std::ptrdiff_t NN = static_cast<std::ptrdiff_t>(N) * N;
+    const T* bh = bias + h * NN;
+    if (!mask) return bh;
+    const T* mw = mask + static_cast<std::ptrdiff_t>(b % mask_windows) * NN;
+    for (std::ptrdiff_t e = 0; e < NN; ++e) tmp[e] = bh[e] + mw[e];
+    return tmp;
+}
+
+inline void validate_mask(const char* who, const void* mask, int mask_windows, int B) {
+    if (mask && (mask_windows < 1 || B % mask_windows != 0))
+        throw std::invalid_argument(std::string(who) + ": the mask's window count must divide the batch of windows, found " +
+                                    std::to_string(mask_windows) + " and " + std::to_string(B));
 }
 
 /// row[0, n) += bias[0, n); row = softmax(row); returns the row's log-sum-exp (before normalising).
@@ -296,55 +325,62 @@ void dsoftmax_row(T* ds, const T* p, T delta, T* acc, int n) {
 
 /// out (B, N, H, Dh) = softmax(q k^T / sqrt(Dh) + bias[h]) v per (batch, head); lse (B, H, N) the
 /// row log-sum-exp of the biased scores (saved for attention_bias_backward). qkv is (B, N, 3, H, Dh),
-/// bias (H, N, N). Throws std::invalid_argument on non-positive sizes or null pointers.
+/// bias (H, N, N), mask (nW, N, N) or null (see the file comment). Throws std::invalid_argument on
+/// non-positive sizes, null pointers or a window count that does not divide B.
 template <class T>
-void attention_bias_forward(T* out, T* lse, const T* qkv, const T* bias, int B, int N, int H, int Dh) {
+void attention_bias_forward(T* out, T* lse, const T* qkv, const T* bias, int B, int N, int H, int Dh, const T* mask = nullptr,
+                            int mask_windows = 1) {
     namespace ab = detail::attention_bias;
     ab::validate("attention_bias_forward", B, N, H, Dh, {{out, "out"}, {lse, "lse"}, {qkv, "qkv"}, {bias, "bias"}});
+    ab::validate_mask("attention_bias_forward", mask, mask_windows, B);
     const std::ptrdiff_t D = static_cast<std::ptrdiff_t>(H) * Dh, ld = ab::tile_ld(N), NN = static_cast<std::ptrdiff_t>(N) * N;
     const T scale = T(1) / std::sqrt(T(Dh));
     const double work = 2.0 * B * H * static_cast<double>(N) * N * Dh;
     const int threads = work < 1e6 ? 1 : std::min(ab::thread_count(), B * H);
-    AlignedVector<T> scratch(static_cast<std::size_t>(threads) * N * ld);
+    const std::ptrdiff_t per_thread = N * ld + (mask ? (NN + 15) / 16 * 16 : 0);  // scores, then the sample's bias when masked
+    AlignedVector<T> scratch(static_cast<std::size_t>(threads * per_thread));
 #pragma omp parallel for collapse(2) schedule(static) num_threads(threads)
     for (int b = 0; b < B; ++b)
         for (int h = 0; h < H; ++h) {
-            T* s = scratch.data() + static_cast<std::ptrdiff_t>(ab::thread_id()) * N * ld;  // (N, ld)
+            T* s = scratch.data() + static_cast<std::ptrdiff_t>(ab::thread_id()) * per_thread;  // (N, ld)
+            const T* bias_bh = ab::sample_bias(s + N * ld, bias, mask, mask_windows, b, h, N);
             const T* q = qkv + static_cast<std::ptrdiff_t>(b) * N * 3 * D + h * Dh;
             const T* k = q + D;
             const T* v = q + 2 * D;
             kernels::gemm<T>(false, true, N, N, Dh, scale, q, 3 * D, k, 3 * D, T(0), s, ld);
             T* l = lse + (static_cast<std::ptrdiff_t>(b) * H + h) * N;
-            for (int i = 0; i < N; ++i) l[i] = ab::softmax_row(s + i * ld, bias + h * NN + static_cast<std::ptrdiff_t>(i) * N, N);
+            for (int i = 0; i < N; ++i) l[i] = ab::softmax_row(s + i * ld, bias_bh + static_cast<std::ptrdiff_t>(i) * N, N);
             kernels::gemm<T>(false, false, N, Dh, N, T(1), s, ld, v, 3 * D, T(0), out + static_cast<std::ptrdiff_t>(b) * N * D + h * Dh, D);
         }
 }
 
 /// Given dout (B, N, H, Dh) and the forward's qkv, out, lse and bias, accumulates (+=) dq, dk, dv into
 /// dqkv (B, N, 3, H, Dh) and the batch-summed bias gradient into dbias (H, N, N). Deterministic: the
-/// result does not depend on the thread count. Throws std::invalid_argument on non-positive sizes or
-/// null pointers.
+/// result does not depend on the thread count. mask and mask_windows as in the forward. Throws
+/// std::invalid_argument on non-positive sizes, null pointers or a window count that does not divide B.
 template <class T>
 void attention_bias_backward(T* dqkv, T* dbias, const T* dout, const T* qkv, const T* out, const T* lse, const T* bias, int B,
-                             int N, int H, int Dh) {
+                             int N, int H, int Dh, const T* mask = nullptr, int mask_windows = 1) {
     namespace ab = detail::attention_bias;
     ab::validate("attention_bias_backward", B, N, H, Dh,
                  {{dqkv, "dqkv"}, {dbias, "dbias"}, {dout, "dout"}, {qkv, "qkv"}, {out, "out"}, {lse, "lse"}, {bias, "bias"}});
+    ab::validate_mask("attention_bias_backward", mask, mask_windows, B);
     const std::ptrdiff_t D = static_cast<std::ptrdiff_t>(H) * Dh, ld = ab::tile_ld(N), NN = static_cast<std::ptrdiff_t>(N) * N;
     const T scale = T(1) / std::sqrt(T(Dh));
     const int chunks = std::min(ab::kBiasChunks, B);
     const double work = 5.0 * B * H * static_cast<double>(N) * N * Dh;
     const int threads = work < 1e6 ? 1 : std::min(ab::thread_count(), chunks * H);
-    AlignedVector<T> scratch(static_cast<std::size_t>(threads) * 2 * N * ld);
+    const std::ptrdiff_t per_thread = 2 * N * ld + (mask ? (NN + 15) / 16 * 16 : 0);  // P, dP / dS, then the sample's bias when masked
+    AlignedVector<T> scratch(static_cast<std::size_t>(threads * per_thread));
     AlignedVector<T> partial(static_cast<std::size_t>(chunks) * H * NN, T(0));  // (chunks, H, N, N)
 #pragma omp parallel for collapse(2) schedule(static) num_threads(threads)
     for (int c = 0; c < chunks; ++c)
         for (int h = 0; h < H; ++h) {
-            T* p = scratch.data() + static_cast<std::ptrdiff_t>(ab::thread_id()) * 2 * N * ld;  // (N, ld) P
+            T* p = scratch.data() + static_cast<std::ptrdiff_t>(ab::thread_id()) * per_thread;  // (N, ld) P
             T* ds = p + static_cast<std::ptrdiff_t>(N) * ld;                                        // (N, ld) dP, then dS
             T* acc = partial.data() + (static_cast<std::ptrdiff_t>(c) * H + h) * NN;
-            const T* bias_h = bias + h * NN;
             for (int b = c * B / chunks; b < (c + 1) * B / chunks; ++b) {
+                const T* bias_h = ab::sample_bias(ds + N * ld, bias, mask, mask_windows, b, h, N);
                 const T* q = qkv + static_cast<std::ptrdiff_t>(b) * N * 3 * D + h * Dh;
                 const T* k = q + D;
                 const T* v = q + 2 * D;
@@ -384,9 +420,9 @@ void attention_bias_backward(T* dqkv, T* dbias, const T* dout, const T* qkv, con
 #include "simmim/kernels/compiled.hpp"
 namespace simmim::ops {
 #define SIMMIM_ATTENTION_BIAS_INSTANTIATION(EXTERN, T)                                                            \
-    EXTERN template void attention_bias_forward<T>(T*, T*, const T*, const T*, int, int, int, int);                 \
+    EXTERN template void attention_bias_forward<T>(T*, T*, const T*, const T*, int, int, int, int, const T*, int);   \
     EXTERN template void attention_bias_backward<T>(T*, T*, const T*, const T*, const T*, const T*, const T*, int, \
-                                                    int, int, int);
+                                                    int, int, int, const T*, int);
 SIMMIM_ATTENTION_BIAS_INSTANTIATION(extern, float)
 SIMMIM_ATTENTION_BIAS_INSTANTIATION(extern, double)
 }  // namespace simmim::ops
