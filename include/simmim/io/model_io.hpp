@@ -1,7 +1,9 @@
 // simmim/io/model_io.hpp: model weights <-> safetensors under the official state-dict names.
 //
 // A file written by save_weights() loads into the official PyTorch model with load_state_dict(strict=True)
-// (all tensors F32 in PyTorch layouts), and a state dict saved from PyTorch loads here.
+// (all tensors F32 in PyTorch layouts), and a state dict saved from PyTorch loads here. load_weights() (through
+// read_weights()) also reads files under Hugging Face transformers names (ViT/SwinForMaskedImageModeling,
+// io/hf_names.hpp, docs/weights-names.md), converting them to the official names first.
 #pragma once
 
 #include <algorithm>
@@ -14,6 +16,7 @@
 #include <vector>
 
 #include "simmim/core/tensor.hpp"
+#include "simmim/io/hf_names.hpp"
 #include "simmim/io/safetensors.hpp"
 #include "simmim/model/model_kind.hpp"
 
@@ -119,8 +122,60 @@ void check_model_kind(const std::map<std::string, std::string>& file_metadata, c
     if (!diff.empty()) throw SafetensorsError(source + " holds another model: " + diff);
 }
 
-/// Writes the model's weights (F32, official names) atomically, with `metadata` and what the model says it
-/// is (model_metadata: encoder form and configuration, geometry, head, loss), so a reader can tell which
+/// The model's constant buffers (Model::buffers(), e.g. Swin's relative_position_index and attn_mask), none
+/// for a model without any.
+template <class Model>
+std::vector<ModelBuffer> model_buffers(const Model& model) {
+    if constexpr (requires { model.buffers(); }) return model.buffers();
+    else return {};
+}
+
+/// Adds the buffers to `file`: indices as I64, the others as F32 (F64 when `as_double`).
+inline void export_buffers(TensorFile& file, const std::vector<ModelBuffer>& buffers, bool as_double = false) {
+    for (const auto& b : buffers) {
+        if (b.integer) {
+            const std::vector<std::int64_t> v(b.values.begin(), b.values.end());
+            file.set<std::int64_t>(b.name, std::span<const std::int64_t>(v), b.shape);
+        } else if (as_double) {
+            file.set<double>(b.name, std::span<const double>(b.values), b.shape);
+        } else {
+            const std::vector<float> v(b.values.begin(), b.values.end());
+            file.set<float>(b.name, std::span<const float>(v), b.shape);
+        }
+    }
+}
+
+/// `file` without the model's buffers, after checking that each one the file holds equals the model's
+/// (shape and every value: an index or attention mask of another window layout throws SafetensorsError
+/// naming the tensor). A state dict of the official PyTorch model holds them; they are never loaded.
+inline TensorFile checked_without_buffers(const TensorFile& file, const std::vector<ModelBuffer>& buffers) {
+    if (buffers.empty()) return file;
+    const std::string src = file.source.empty() ? std::string("<memory>") : file.source;
+    std::set<std::string> names;
+    for (const auto& b : buffers) {
+        names.insert(b.name);
+        if (!file.contains(b.name)) continue;
+        const TensorData& t = file.at(b.name);
+        if (t.shape != b.shape)
+            throw SafetensorsError(src + ": buffer '" + b.name + "' has shape " + detail::shape_string(t.shape) + ", this model's is " +
+                                   detail::shape_string(b.shape) + " (another window size or resolution)");
+        const auto v = t.to<double>();
+        for (std::size_t i = 0; i < v.size(); ++i)
+            if (v[i] != b.values[i])
+                throw SafetensorsError(src + ": buffer '" + b.name + "' differs from this model's at element " + std::to_string(i) +
+                                       " (" + std::to_string(v[i]) + " in the file, " + std::to_string(b.values[i]) + " here)");
+    }
+    TensorFile out;
+    out.source = file.source;
+    out.metadata = file.metadata;
+    for (const auto& n : file.names())
+        if (!names.count(n)) out.set(n, file.at(n));
+    return out;
+}
+
+/// Writes the model's weights (F32, official names) atomically, with its buffers (model_buffers, so that
+/// PyTorch's load_state_dict(strict=True) accepts the file), `metadata` and what the model says it is
+/// (model_metadata: encoder form and configuration, geometry, head, loss), so a reader can tell which
 /// model the file holds (read_safetensors_metadata, AnyEncoder).
 template <class Model>
 void save_weights(const Model& model, const std::filesystem::path& path, std::map<std::string, std::string> metadata = {}) {
@@ -128,17 +183,31 @@ void save_weights(const Model& model, const std::filesystem::path& path, std::ma
     file.metadata = std::move(metadata);
     for (auto& [key, value] : model_metadata(model)) file.metadata[key] = value;
     export_params(file, model.params());
+    export_buffers(file, model_buffers(model));
     write_safetensors(path, file);
 }
 
-/// Reads weights written by save_weights() or by PyTorch (model.state_dict()). A file that records another
-/// model (check_model_kind) is refused before any tensor is read into the model; files without that
-/// record (PyTorch's, or written before it existed) load when their tensors match.
+/// read_safetensors(path), with a file under Hugging Face transformers names (detect_name_scheme() not
+/// Official) converted to the official names (to_official_names: query/key/value merged into qkv; metadata
+/// and dtypes kept). HF tensors without an official counterpart (a pooler, say) throw NameConversionError
+/// naming them, unless `drop_unmapped`. An official file is returned as read.
+inline TensorFile read_weights(const std::filesystem::path& path, bool drop_unmapped = false) {
+    TensorFile file = read_safetensors(path);
+    if (detect_name_scheme(file) == NameScheme::Official) return file;
+    return to_official_names(file, NameConversionOptions{drop_unmapped});
+}
+
+/// Reads weights written by save_weights() or by PyTorch (model.state_dict()), or saved by transformers'
+/// ViT/SwinForMaskedImageModeling (read_weights converts HF names; LoadOptions::allow_unexpected also lets HF
+/// tensors without an official counterpart be left out). A file that records another model
+/// (check_model_kind) is refused before any tensor is read into the model; files without that
+/// record (PyTorch's, HF's, or written before it existed) load when their tensors match. The model's
+/// buffers that the file holds are checked against the model's (checked_without_buffers), not loaded.
 template <class Model>
 void load_weights(Model& model, const std::filesystem::path& path, const LoadOptions& opt = {}) {
-    const TensorFile file = read_safetensors(path);
+    const TensorFile file = read_weights(path, opt.allow_unexpected);
     check_model_kind(file.metadata, model, path.string());
-    import_params(model.params(), file, opt);
+    import_params(model.params(), checked_without_buffers(file, model_buffers(model)), opt);
 }
 
 }  // namespace simmim::io
