@@ -176,7 +176,7 @@ TEST_CASE("Swin configurations: the clamp rule, geometry and presets", "[swin]")
     STATIC_REQUIRE(b.geometry() == EncoderGeometry{192, 3, 48, 6, 1024});
     constexpr SwinConfig c = presets::swin_clamp_test;
     STATIC_REQUIRE(c.window(2) == 2);
-    STATIC_REQUIRE(c.geometry() == EncoderGeometry{16, 1, 8, 2, 64});
+    STATIC_REQUIRE(c.geometry() == EncoderGeometry{16, 1, 8, 2, 32});
     STATIC_REQUIRE(SwinEncoder<float, c>::Stage<2>::Block::nW == 1);
     STATIC_REQUIRE(SwinEncoder<float, t>::Stage<0>::Block::nW == 4);
     CHECK(presets::find_swin("swin-d32-c1")->config.in_chans == 1);
@@ -190,8 +190,9 @@ TEST_CASE("the official Swin-B for SimMIM has the official parameter count and n
     // 89,874,104 parameters with the official 3-channel decoder Conv2d(1024, 32*32*3, 1): 3,148,800 of them
     CHECK(arena.size() + (1024 * 32 * 32 * 3 + 32 * 32 * 3) == 89'874'104);
     const auto& ps = arena.params();
-    CHECK(ps.front().name == "encoder.patch_embed.proj.weight");
-    CHECK(ps.back().name == "encoder.mask_token");
+    CHECK(ps.front().name == "encoder.mask_token");  // the official state-dict order
+    CHECK(ps[1].name == "encoder.patch_embed.proj.weight");
+    CHECK(ps.back().name == "encoder.norm.bias");
     const auto has = [&](const std::string& n) { return std::any_of(ps.begin(), ps.end(), [&](const ParamInfo& p) { return p.name == n; }); };
     CHECK(has("encoder.layers.2.blocks.17.attn.relative_position_bias_table"));
     CHECK(has("encoder.layers.2.downsample.reduction.weight"));

@@ -112,7 +112,7 @@ inline constexpr SwinConfig swin_d32_c1{32, 1, 2, 4, 48, 3, {2, 2, 6, 0}, {3, 6,
 /// The official SimMIM Swin-B at 192 px, window 6 (stage 4 clamped), stride 32.
 inline constexpr SwinConfig swin_b_192{192, 3, 4, 6, 128, 4, {2, 2, 18, 2}, {4, 8, 16, 32}, 4};
 /// The second fixture's configuration: a stage whose window is clamped to a smaller grid (2 < 4), 1 channel.
-inline constexpr SwinConfig swin_clamp_test{16, 1, 2, 4, 16, 3, {2, 2, 2, 0}, {2, 2, 4, 0}, 4};
+inline constexpr SwinConfig swin_clamp_test{16, 1, 2, 4, 8, 3, {2, 2, 2, 0}, {2, 2, 4, 0}, 4};
 
 inline constexpr MaskSpec mask_swin_16px{4, 0.6};
 

@@ -131,6 +131,16 @@ struct ParamInfo {
     double init_scale = 1.0;    // multiplies the initial values (after drawing)
 };
 
+/// A constant tensor a model computes from its configuration (PyTorch's register_buffer), such as Swin's
+/// relative_position_index and attn_mask: written beside the parameters so PyTorch's strict load accepts the
+/// file, and checked (not loaded) when a file holds it.
+struct ModelBuffer {
+    std::string name;
+    std::vector<std::int64_t> shape;
+    std::vector<double> values;  // exact: small integers or -100 / 0
+    bool integer = false;        // stored as I64 (an index), else as the parameters' floating-point type
+};
+
 template <class T>
 class ParamArena;
 

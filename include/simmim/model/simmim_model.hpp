@@ -140,6 +140,12 @@ public:
     /// form and configuration, geometry, head and loss.
     std::map<std::string, std::string> metadata() const { return model_kind<Enc>(head_, loss_fn_); }
 
+    /// The encoder's constant buffers (ModelBuffer; empty for an encoder without any).
+    std::vector<ModelBuffer> buffers() const {
+        if constexpr (requires { encoder_.buffers(); }) return encoder_.buffers();
+        else return {};
+    }
+
     /// Draw a batch of masks with the model's masking policy: mask (B, m, m).
     void draw_mask(std::uint64_t seed, std::int64_t step, int B, T* mask) const { masking_.generate(seed, step, B, mask); }
 

@@ -333,14 +333,13 @@ public:
         return n + static_cast<std::size_t>(B) * 2 * Lout * sizeof(T);  // final norm statistics
     }
 
-    /// Registers the parameters in the official state-dict order: patch_embed (proj, norm), the stages'
-    /// blocks and downsampling, norm, mask_token.
+    /// Registers the parameters in the official state-dict order: mask_token (a parameter of the encoder
+    /// module itself comes before its submodules'), patch_embed (proj, norm), the stages' blocks and
+    /// downsampling, norm.
     explicit SwinEncoder(ParamArena<T>& arena)
-        : embed_(arena, {Init::TruncNormal002, /*mask_token_decay=*/false, /*mask_token_first=*/false, /*conv_default=*/true}),
+        : embed_(arena, {Init::TruncNormal002, /*mask_token_decay=*/false, /*mask_token_first=*/true, /*conv_default=*/true}),
           stages_(make_stages(arena, std::make_index_sequence<static_cast<std::size_t>(C.num_stages)>{})),
-          norm_(arena, "encoder.norm.") {
-        embed_.add_mask_token(arena);
-    }
+          norm_(arena, "encoder.norm.") {}
     SwinEncoder(const SwinEncoder&) = delete;
     SwinEncoder& operator=(const SwinEncoder&) = delete;
 
@@ -411,6 +410,26 @@ public:
             norm_.forward(features + static_cast<std::ptrdiff_t>(b0) * Lout * Dout, mean.data(), rstd.data(), x.data(),
                           static_cast<std::ptrdiff_t>(nb) * Lout, kEps);
         });
+    }
+
+    /// The official model's buffers, in its naming: every block's attn.relative_position_index (Nw, Nw) and,
+    /// for shifted blocks, its attn_mask (nW, Nw, Nw).
+    std::vector<ModelBuffer> buffers() const {
+        std::vector<ModelBuffer> out;
+        for_each_index([&]<int I>() {
+            const auto& st = stage<I>();
+            using Block = typename Stage<I>::Block;
+            for (int j = 0; j < st.depth; ++j) {
+                const std::string prefix = "encoder.layers." + std::to_string(I) + ".blocks." + std::to_string(j) + ".";
+                const auto& blk = st.stack[j];
+                if (blk.shift() > 0)
+                    out.push_back({prefix + "attn_mask", {Block::nW, Block::Nw, Block::Nw},
+                                   std::vector<double>(blk.attention_mask().begin(), blk.attention_mask().end()), false});
+                out.push_back({prefix + "attn.relative_position_index", {Block::Nw, Block::Nw},
+                               std::vector<double>(blk.relative_position_index().begin(), blk.relative_position_index().end()), true});
+            }
+        });
+        return out;
     }
 
     const Embedding& embedding() const noexcept { return embed_; }
