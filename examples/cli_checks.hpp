@@ -19,6 +19,7 @@
 #include <type_traits>
 
 #include "simmim/core/config.hpp"
+#include "simmim/core/swin_config.hpp"
 
 namespace simmim::examples::checks {
 
@@ -87,19 +88,25 @@ inline CLI::Validator dataset() {
         "fashion-mnist|DIR");
 }
 
-/// --model: the name of a preset (presets::all) that `offered` accepts; `not_offered` says which
-/// presets the program is built for when it refuses one.
-inline CLI::Validator preset(std::function<bool(const ViTConfig&)> offered = {}, std::string not_offered = {}) {
+/// --model: the name of a preset (presets::all, ViT, or presets::swin_all, Swin) that `offered` accepts
+/// (given the preset's geometry); `not_offered` says which presets the program is built for when it refuses one.
+inline CLI::Validator preset(std::function<bool(const EncoderGeometry&)> offered = {}, std::string not_offered = {}) {
     return CLI::Validator(
         [offered = std::move(offered), not_offered = std::move(not_offered)](std::string& input) -> std::string {
             std::string names;
-            for (const auto& p : presets::all) {
-                if (offered && !offered(p.config)) continue;
-                if (p.name == input) return {};
-                names += (names.empty() ? "" : ", ") + std::string(p.name);
-            }
+            bool known = false;
+            auto visit = [&](std::string_view name, const EncoderGeometry& g) {
+                known = known || name == input;
+                if (offered && !offered(g)) return false;
+                if (name == input) return true;
+                names += (names.empty() ? "" : ", ") + std::string(name);
+                return false;
+            };
             for (const auto& p : presets::all)
-                if (p.name == input) return not_offered + ", not " + input;
+                if (visit(p.name, p.config.geometry())) return {};
+            for (const auto& p : presets::swin_all)
+                if (visit(p.name, p.config.geometry())) return {};
+            if (known) return not_offered + ", not " + input;
             return "unknown model preset '" + input + "' (one of " + names + ")";
         },
         "PRESET");

@@ -49,7 +49,7 @@ inline Parsed<Options> parse(int argc, const char* const* argv) {
     app.add_option("--mode", o.mode, "finetune or linprobe")->check(CLI::IsMember({"finetune", "linprobe"}))->capture_default_str();
     app.add_option("--data", o.data, "Dataset with labels (as simmim_pretrain --data)")->check(dataset())->capture_default_str();
     app.add_option("--model", o.model, "Model preset (32-px presets and vit-tiny-test)")
-        ->check(preset([](const ViTConfig& c) { return c.image_size <= 32; }, "simmim_finetune is built for the 32-px presets and vit-tiny-test"))
+        ->check(preset([](const EncoderGeometry& g) { return g.image_size <= 32; }, "simmim_finetune is built for the 32-px presets and vit-tiny-test"))
         ->capture_default_str();
     app.add_option("--vit", o.vit, "ViT form of the encoder: common, official, or auto (from the --init checkpoint's configuration)")
         ->check(CLI::IsMember({"auto", "common", "official"}))->capture_default_str();

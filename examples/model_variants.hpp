@@ -23,12 +23,14 @@
 #include <variant>
 
 #include "simmim/core/config.hpp"
+#include "simmim/core/swin_config.hpp"
 #include "simmim/io/safetensors.hpp"
 #include "simmim/masking/masking.hpp"
 #include "simmim/model/linear_head.hpp"
 #include "simmim/model/mlp_head.hpp"
 #include "simmim/model/reconstruction_loss.hpp"
 #include "simmim/model/simmim_model.hpp"
+#include "simmim/model/swin_encoder.hpp"
 #include "simmim/model/vit_encoder.hpp"
 #include "simmim/model/vit_official.hpp"
 #include "training_common.hpp"
@@ -79,12 +81,12 @@ struct ModelChoice {
     }
 };
 
-/// A run-time choice among the eight ReconstructionLoss<T, C, {norm, region, target, R}> types (47x47 window
+/// A run-time choice among the eight ReconstructionLoss<T, G, {norm, region, target, R}> types (47x47 window
 /// for the normalised target). Satisfies the Loss concept; `resolution` is R.
-template <class T, ViTConfig C, int R>
+template <class T, EncoderGeometry Geo, int R>
 class RuntimeLoss {
     template <LossNorm N, LossRegion G, LossTarget Tg>
-    using L = ReconstructionLoss<T, C, LossSpec{N, G, Tg, R == C.image_size ? 0 : R, 47}>;
+    using L = ReconstructionLoss<T, Geo, LossSpec{N, G, Tg, R == Geo.image_size ? 0 : R, 47}>;
     using Any = std::variant<L<LossNorm::L1, LossRegion::Masked, LossTarget::Raw>, L<LossNorm::L1, LossRegion::Masked, LossTarget::Normalized>,
                              L<LossNorm::L1, LossRegion::All, LossTarget::Raw>, L<LossNorm::L1, LossRegion::All, LossTarget::Normalized>,
                              L<LossNorm::L2, LossRegion::Masked, LossTarget::Raw>, L<LossNorm::L2, LossRegion::Masked, LossTarget::Normalized>,
@@ -134,7 +136,12 @@ private:
 template <ViTConfig C, bool Official, bool Mlp, int R>
 using VariantModel = SimMIM<std::conditional_t<Official, OfficialViTEncoder<float, C>, ViTEncoder<float, C>>,
                             std::conditional_t<Mlp, MLPHead<float, C, C.embed_dim, R>, LinearHead<float, C, R>>,
-                            RuntimeLoss<float, C, R>, RandomMaskPatch>;
+                            RuntimeLoss<float, C.geometry(), R>, RandomMaskPatch>;
+
+/// The Swin model of a Swin preset: the official head at full resolution, the run-time loss.
+template <SwinConfig C>
+using SwinVariantModel = SimMIM<SwinEncoder<float, C>, LinearHead<float, C>, RuntimeLoss<float, SwinEncoder<float, C>::geometry, C.image_size>,
+                                RandomMaskPatch>;
 
 /// Calls f.template operator()<Model>() with the model type `m` asks for, or throws UsageError naming what this
 /// binary does not offer. The caller selects the loss with model.loss_function().select(m).
@@ -161,6 +168,21 @@ void dispatch_model(const ModelChoice& m, F&& f) {
         throw UsageError("--vit/--head/--pred-resolution variants are offered for the presets " + offered +
                          " only (the library composes any; see docs/ablations.md)");
     }
+}
+
+/// For the preset called `name` (ViT or Swin): f.template operator()<Config, Model>() with the model type `m`
+/// asks for (dispatch_model for a ViT; a Swin preset offers its one model with every loss choice). Returns
+/// false for an unknown name; throws UsageError for a variant this binary does not offer.
+template <class F>
+bool dispatch_preset_model(std::string_view name, const ModelChoice& m, F&& f) {
+    if (dispatch_preset(name, [&]<ViTConfig C>() { dispatch_model<C>(m, [&]<class Model>() { f.template operator()<C, Model>(); }); }))
+        return true;
+    return dispatch_swin_preset(name, [&]<SwinConfig C>() {
+        if (!m.model_is_default() || m.drop_path > 0)
+            throw UsageError("the Swin presets offer the official Swin model (linear head at full resolution, no drop path) with every "
+                             "--loss, --loss-region and --target choice; --vit, --head, --pred-resolution and --drop-path are for the ViT presets");
+        f.template operator()<C, SwinVariantModel<C>>();
+    });
 }
 
 /// "official" when a checkpoint or weights file holds an official-form ViT encoder, else "common": from the

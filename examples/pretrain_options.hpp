@@ -43,7 +43,7 @@ struct Options {
 inline void validate(const Options& o) {
     if (o.steps == 0 && o.epochs == 0) throw UsageError("give one of --steps N or --epochs E");
     o.variant.validate();
-    simmim::dispatch_preset(o.model, [&]<simmim::ViTConfig C>() { simmim::examples::dispatch_model<C>(o.variant, []<class>() {}); });
+    simmim::examples::dispatch_preset_model(o.model, o.variant, []<auto, class>() {});
 }
 
 /// Parses and checks simmim_pretrain's command line (see cli_errors.hpp for the outcome).

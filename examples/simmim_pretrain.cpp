@@ -1,4 +1,4 @@
-// simmim_pretrain: SimMIM pretraining of a ViT preset on real images (see docs/pretraining.md).
+// simmim_pretrain: SimMIM pretraining of a ViT or Swin preset on real images (see docs/pretraining.md).
 //
 // Every random draw (data order, augmentation, masks) is a function of (seed, step), and the
 // checkpoint holds weights, AdamW moments and the step, so --resume continues bit-identically.
@@ -52,12 +52,19 @@ nlohmann::json run_config(const Options& o, std::int64_t total_steps, std::int64
     return config;
 }
 
-template <simmim::ViTConfig C, class Model>
+/// The default masking of the preset called `name` (ViT or Swin).
+simmim::MaskSpec preset_mask_of(const std::string& name) {
+    if (const auto* p = simmim::presets::find(name)) return p->mask;
+    return simmim::presets::find_swin(name)->mask;
+}
+
+/// C is the preset's ViTConfig or SwinConfig, Model the SimMIM type built from it.
+template <auto C, class Model>
 int train(const Options& o) {
     using namespace simmim;
     constexpr int R = Model::pred_size;
     // ---- everything that can be checked is checked before any work ----
-    const MaskSpec preset_mask = presets::find(o.model)->mask;  // the preset's default masking
+    const MaskSpec preset_mask = preset_mask_of(o.model);  // the preset's default masking
     const int mask_patch = o.mask_patch > 0 ? o.mask_patch : preset_mask.patch_size;
     const double ratio = o.mask_ratio > 0 ? o.mask_ratio : preset_mask.ratio;
     constexpr EncoderGeometry G = Model::geometry;
@@ -172,7 +179,8 @@ int train(const Options& o) {
         const float loss = model->forward(batch.images.data(), mask.data(), o.batch);
         model->backward();
         if (step == o.inject_nan_at) {
-            const auto* p = model->params().find("encoder.blocks.0.attn.proj.weight");
+            const auto* p = model->params().find(model->params().find("encoder.blocks.0.attn.proj.weight") ? "encoder.blocks.0.attn.proj.weight"
+                                                                                                        : "encoder.layers.0.blocks.0.attn.proj.weight");
             model->params().grads()[p->offset + 7] = std::numeric_limits<float>::quiet_NaN();
         }
         const double gnorm = clip_grad_norm(model->params(), o.clip);
@@ -219,9 +227,7 @@ int train(const Options& o) {
 int run(const Options& o) {
     simmim::examples::set_threads(o.threads);
     int rc = 0;
-    const bool found = simmim::dispatch_preset(o.model, [&]<simmim::ViTConfig C>() {
-        simmim::examples::dispatch_model<C>(o.variant, [&]<class Model>() { rc = train<C, Model>(o); });
-    });
+    const bool found = simmim::examples::dispatch_preset_model(o.model, o.variant, [&]<auto C, class Model>() { rc = train<C, Model>(o); });
     if (!found) throw UsageError("unknown model preset '" + o.model + "' (see simmim_reconstruct --list-models)");
     return rc;
 }

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "simmim/core/config.hpp"
+#include "simmim/core/swin_config.hpp"
 #include "simmim/core/random.hpp"
 #include "simmim/core/tensor.hpp"
 #include "simmim/masking/blockwise.hpp"
@@ -10,4 +11,5 @@
 #include "simmim/model/mlp_head.hpp"
 #include "simmim/model/reconstruction_loss.hpp"
 #include "simmim/model/simmim_model.hpp"
+#include "simmim/model/swin_encoder.hpp"
 #include "simmim/model/vit_official.hpp"
