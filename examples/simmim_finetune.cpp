@@ -43,7 +43,7 @@ void load_encoder(simmim::ParamArena<T>& params, const std::string& path) {
     simmim::io::LoadOptions opt;
     opt.only_params_with_prefix = "encoder.";
     opt.allow_unexpected = true;  // decoder.*, optimizer.*
-    simmim::io::import_params(params, simmim::io::read_safetensors(path), opt);
+    simmim::io::import_params(params, simmim::io::read_weights(path, /*drop_unmapped=*/true), opt);
 }
 
 /// Eval-transformed images [first, first + n) of a dataset, (n, C, S, S), and their labels.
@@ -71,15 +71,17 @@ struct EpochLog {
     }
 };
 
-template <simmim::ViTConfig C, int K>
+/// C the preset's ViTConfig or SwinConfig, Enc its encoder type, K the number of classes.
+template <auto C, class Enc, int K>
 int finetune(const Options& o, const simmim::data::OpenedDataset& data, std::size_t n_train, std::size_t n_test) {
     using namespace simmim;
-    auto model = std::make_unique<ViTClassifier<float, C, K>>(o.seed);
+    using Model = Classifier<float, Enc, K>;
+    auto model = std::make_unique<Model>(o.seed);
     if (!o.init.empty()) load_encoder(model->params(), o.init);
     AdamW<float> opt(model->params(), {0.9, 0.999, 1e-8, o.weight_decay});
     const auto& ps = model->params().params();
-    for (std::size_t k = 0; k < ps.size(); ++k)
-        opt.set_lr_scale(k, std::pow(o.layer_decay, C.depth + 1 - ViTClassifier<float, C, K>::layer_id(ps[k].name)));
+    for (std::size_t k = 0; k < ps.size(); ++k)  // layer-wise lr decay (official: get_layer_id / get_swin_layer)
+        opt.set_lr_scale(k, std::pow(o.layer_decay, Model::num_layers + 1 - Model::layer_id(ps[k].name)));
 
     struct Subset : data::Dataset {  // the first n images (quick runs)
         std::shared_ptr<const data::Dataset> base;
@@ -158,12 +160,20 @@ int finetune(const Options& o, const simmim::data::OpenedDataset& data, std::siz
     return 0;
 }
 
-template <simmim::ViTConfig C, int K, class Enc>
+/// A ViT is probed at block k (forward_tokens: before the final norm, mean of the patch tokens); an encoder
+/// without intermediate outputs (Swin) at its final features (encode(): the final norm, mean over positions).
+template <auto C, int K, class Enc>
 int linprobe(const Options& o, const simmim::data::OpenedDataset& data, std::size_t n_train, std::size_t n_test) {
     using namespace simmim;
-    constexpr int D = C.embed_dim, L = C.num_patches(), N = C.num_tokens();
-    const int block = o.probe_block >= 0 ? o.probe_block : (2 * C.depth) / 3;
-    if (block < 1 || block > C.depth) throw UsageError("--probe-block must lie in [1, " + std::to_string(C.depth) + "]");
+    constexpr bool by_block = requires(Enc& e, const float* x, float* y) { e.forward_tokens(x, x, 1, 1); };
+    constexpr int D = Enc::geometry.out_dim, L = Enc::geometry.out_tokens(), Lmask = Enc::geometry.mask_tokens();
+    int block = -1;
+    if constexpr (by_block) {
+        block = o.probe_block >= 0 ? o.probe_block : (2 * C.depth) / 3;
+        if (block < 1 || block > C.depth) throw UsageError("--probe-block must lie in [1, " + std::to_string(C.depth) + "]");
+    } else if (o.probe_block >= 0) {
+        throw UsageError("--probe-block is for the ViT presets; a Swin encoder is probed at its final features");
+    }
     ParamArena<float> arena;
     auto encoder = std::make_unique<Enc>(arena);  // what we probe (no drop path: the official ViT's default)
     arena.allocate();
@@ -177,14 +187,24 @@ int linprobe(const Options& o, const simmim::data::OpenedDataset& data, std::siz
         feats.assign(n * D, 0.f);
         labels.resize(n);
         constexpr std::size_t kChunk = 250;
-        std::vector<float> images, zeros(kChunk * L, 0.f);
+        std::vector<float> images, zeros(kChunk * Lmask, 0.f), encoded;
         std::vector<int> lab;
         for (std::size_t i = 0; i < n; i += kChunk) {
             const std::size_t m = std::min(kChunk, n - i);
             load_eval_images(ds, eval_cfg, i, m, images, lab);
-            const float* tokens = encoder->forward_tokens(images.data(), zeros.data(), static_cast<int>(m), block);  // (m, N, D)
+            const float* tokens = nullptr;  // (m, rows, D), the first `skip` rows of each sample not pooled
+            int rows = L, skip = 0;
+            if constexpr (by_block) {
+                tokens = encoder->forward_tokens(images.data(), zeros.data(), static_cast<int>(m), block);  // (m, N, D), cls first
+                rows = L + 1;
+                skip = 1;
+            } else {
+                encoded.resize(m * L * D);
+                encoder->encode(encoded.data(), images.data(), nullptr, static_cast<int>(m));
+                tokens = encoded.data();
+            }
             for (std::size_t b = 0; b < m; ++b) {
-                ops::mean_pool_forward(feats.data() + (i + b) * D, tokens + (b * N + 1) * D, 1, L, D);
+                ops::mean_pool_forward(feats.data() + (i + b) * D, tokens + (b * rows + skip) * D, 1, L, D);
                 labels[i + b] = lab[b];
             }
         }
@@ -193,7 +213,8 @@ int linprobe(const Options& o, const simmim::data::OpenedDataset& data, std::siz
     std::vector<int> train_y, test_y;
     extract(*data.train, n_train, train_f, train_y);
     extract(*data.eval, n_test, test_f, test_y);
-    std::printf("features of block %d extracted for %zu + %zu images in %.1f s\n", block, n_train, n_test, seconds_since(t0));
+    std::printf("features of %s extracted for %zu + %zu images in %.1f s\n", by_block ? ("block " + std::to_string(block)).c_str() : "the final norm",
+                n_train, n_test, seconds_since(t0));
 
     LinearProbe<float, D, K> probe;
     probe.fit_standardization(train_f.data(), n_train);
@@ -237,8 +258,38 @@ int linprobe(const Options& o, const simmim::data::OpenedDataset& data, std::siz
     std::ofstream(fs::path(o.out) / "summary.json") << nlohmann::json{{"mode", "linprobe"}, {"model", o.model}, {"init", o.init.empty() ? "random" : o.init},
                                                                       {"block", block}, {"epochs", o.epochs}, {"test_top1", top1},
                                                                       {"wall_s", seconds_since(t0)}, {"curve", curve}}.dump(2);
-    std::printf("done: linear probe of block %d, test top-1 %.2f%%; wrote %s/{metrics.jsonl,summary.json}\n", block, 100 * top1, o.out.c_str());
+    std::printf("done: linear probe of %s, test top-1 %.2f%%; wrote %s/{metrics.jsonl,summary.json}\n",
+                by_block ? ("block " + std::to_string(block)).c_str() : "the final features", 100 * top1, o.out.c_str());
     return 0;
+}
+
+/// The data set, its class count and sizes, printed; then f(data, K, n_train, n_test).
+template <class F>
+int with_data(const Options& o, F&& f) {
+    using namespace simmim;
+    examples::prepare_output_dir(o.out);
+    const auto data = data::open_dataset(o.data);
+    const int K = data.train->num_classes();
+    const std::size_t n_train = o.max_train > 0 ? std::min<std::size_t>(o.max_train, data.train->size()) : data.train->size();
+    const std::size_t n_test = o.max_test > 0 ? std::min<std::size_t>(o.max_test, data.eval->size()) : data.eval->size();
+    if (n_train < static_cast<std::size_t>(o.batch)) throw UsageError("--batch is larger than the training set");
+    std::printf("simmim_finetune: %s %s of %s (%s) on %s: %zu train / %zu test images, %d classes, %d threads\n", o.mode.c_str(),
+                o.model.c_str(), o.init.empty() ? "a random encoder" : o.init.c_str(), o.init.empty() ? "random init" : "pretrained",
+                data.train->description().c_str(), n_train, n_test, K, omp_get_max_threads());
+    if (K != 10 && K != 100) throw UsageError("the dataset has " + std::to_string(K) + " classes; simmim_finetune is built for 10 or 100");
+    return f(data, K, n_train, n_test);
+}
+
+/// A Swin preset: fine-tuning with get_swin_layer's layer decay, or a linear probe of the final features.
+template <simmim::SwinConfig C>
+int run_swin(const Options& o) {
+    using namespace simmim;
+    if (o.vit == "official") throw UsageError("--vit official is for the ViT presets");
+    using Enc = SwinEncoder<float, C>;
+    return with_data(o, [&](const data::OpenedDataset& data, int K, std::size_t n_train, std::size_t n_test) {
+        if (o.mode == "finetune") return K == 10 ? finetune<C, Enc, 10>(o, data, n_train, n_test) : finetune<C, Enc, 100>(o, data, n_train, n_test);
+        return K == 10 ? linprobe<C, 10, Enc>(o, data, n_train, n_test) : linprobe<C, 100, Enc>(o, data, n_train, n_test);
+    });
 }
 
 template <simmim::ViTConfig C>
@@ -249,26 +300,17 @@ int run(const Options& o) {
     if (vit == "official" && ft) throw UsageError("--mode finetune is built for the common ViT only; --mode linprobe takes official-ViT encoders");
     if constexpr (!examples::offers_ablations<C>())
         if (vit == "official") throw UsageError("official-ViT encoders are probed for the ablation presets only (docs/ablations.md), not " + o.model);
-    examples::prepare_output_dir(o.out);
-    const auto data = data::open_dataset(o.data);
-    const int K = data.train->num_classes();
-    const std::size_t n_train = o.max_train > 0 ? std::min<std::size_t>(o.max_train, data.train->size()) : data.train->size();
-    const std::size_t n_test = o.max_test > 0 ? std::min<std::size_t>(o.max_test, data.eval->size()) : data.eval->size();
-    if (n_train < static_cast<std::size_t>(o.batch)) throw UsageError("--batch is larger than the training set");
-    std::printf("simmim_finetune: %s %s of %s (%s) on %s: %zu train / %zu test images, %d classes, %d threads\n", o.mode.c_str(),
-                o.model.c_str(), o.init.empty() ? "a random encoder" : o.init.c_str(), o.init.empty() ? "random init" : "pretrained",
-                data.train->description().c_str(), n_train, n_test, K, omp_get_max_threads());
-    if (vit == "official") {
-        if constexpr (examples::offers_ablations<C>()) {
-            using Enc = OfficialViTEncoder<float, C>;
-            if (K == 10) return linprobe<C, 10, Enc>(o, data, n_train, n_test);
-            if (K == 100) return linprobe<C, 100, Enc>(o, data, n_train, n_test);
+    return with_data(o, [&](const data::OpenedDataset& data, int K, std::size_t n_train, std::size_t n_test) {
+        if (vit == "official") {
+            if constexpr (examples::offers_ablations<C>()) {
+                using Enc = OfficialViTEncoder<float, C>;
+                return K == 10 ? linprobe<C, 10, Enc>(o, data, n_train, n_test) : linprobe<C, 100, Enc>(o, data, n_train, n_test);
+            }
         }
-    }
-    using Enc = ViTEncoder<float, C>;
-    if (K == 10) return ft ? finetune<C, 10>(o, data, n_train, n_test) : linprobe<C, 10, Enc>(o, data, n_train, n_test);
-    if (K == 100) return ft ? finetune<C, 100>(o, data, n_train, n_test) : linprobe<C, 100, Enc>(o, data, n_train, n_test);
-    throw UsageError("the dataset has " + std::to_string(K) + " classes; simmim_finetune is built for 10 or 100");
+        using Enc = ViTEncoder<float, C>;
+        if (K == 10) return ft ? finetune<C, Enc, 10>(o, data, n_train, n_test) : linprobe<C, 10, Enc>(o, data, n_train, n_test);
+        return ft ? finetune<C, Enc, 100>(o, data, n_train, n_test) : linprobe<C, 100, Enc>(o, data, n_train, n_test);
+    });
 }
 
 /// The work of a parsed command line: run<C>() for the preset.
@@ -280,8 +322,12 @@ int run(const Options& o) {
         if constexpr (C.image_size <= 32) rc = run<C>(o);
         else supported = false;
     });
-    if (!found) throw UsageError("unknown model preset '" + o.model + "'");
-    if (!supported) throw UsageError("simmim_finetune is built for the 32-px presets and vit-tiny-test, not " + o.model);
+    const bool swin = !found && simmim::dispatch_swin_preset(o.model, [&]<simmim::SwinConfig C>() {
+        if constexpr (C.image_size <= 32) rc = run_swin<C>(o);
+        else supported = false;
+    });
+    if (!found && !swin) throw UsageError("unknown model preset '" + o.model + "'");
+    if (!supported) throw UsageError("simmim_finetune is built for the 32-px presets and the test presets, not " + o.model);
     return rc;
 }
 

@@ -1,7 +1,9 @@
 // simmim/model/classifier.hpp: image classification on top of a SimMIM-pretrained encoder.
 //
-//   ViTClassifier: encoder (no mask) -> final-normed patch tokens (B, L, D) -> mean over tokens (B, D)
-//                  -> head Linear(D, K) -> logits (B, K); loss = cross-entropy with label smoothing.
+//   Classifier<T, Enc, K>: encoder (no mask) -> final-normed features (B, L, D) on its output grid -> mean
+//                  over positions (B, D) -> head Linear(D, K) -> logits (B, K); loss = cross-entropy with
+//                  label smoothing. ViTClassifier is the common ViT's; a Swin encoder gives the official
+//                  SwinTransformer classifier (norm -> avgpool -> head).
 //   Linear probing: features of block k (before the final norm), mean over patch tokens, standardised,
 //                  then a linear classifier trained on the frozen features (LinearProbe).
 // Parameter names: the encoder's official names, plus head.weight [K, D] and head.bias [K].
@@ -16,6 +18,7 @@
 
 #include "simmim/core/random.hpp"
 #include "simmim/core/tensor.hpp"
+#include "simmim/model/swin_encoder.hpp"
 #include "simmim/model/vit_encoder.hpp"
 #include "simmim/ops/linear.hpp"
 
@@ -77,30 +80,32 @@ T cross_entropy_forward_backward(T* dlogits, const T* logits, const int* labels,
 
 }  // namespace ops
 
-/// A ViT classifier: the SimMIM encoder (its weights load from a pretraining checkpoint) with a
+/// A classifier: the SimMIM encoder Enc (its weights load from a pretraining checkpoint) with a
 /// mean-pooled linear head over K classes.
-template <class T, ViTConfig C, int K>
-class ViTClassifier {
+template <class T, class Enc, int K>
+class Classifier {
     ParamArena<T> arena_;  // first: the encoder and the head register into it while constructed
-    ViTEncoder<T, C> encoder_;
+    Enc encoder_;
 
 public:
-    static constexpr int L = C.num_patches(), D = C.embed_dim;
-    using Encoder = ViTEncoder<T, C>;
+    static constexpr int L = Enc::geometry.out_tokens(), D = Enc::geometry.out_dim;
+    using Encoder = Enc;
+    /// Layer ids run from 0 (embedding) to num_layers + 1 (final norm and head): lr scale decay^(num_layers + 1 - id).
+    static constexpr int num_layers = Enc::num_layers;
 
-    explicit ViTClassifier(std::uint64_t seed = 0)
+    explicit Classifier(std::uint64_t seed = 0)
         : encoder_(arena_),
           head_w(arena_.template add<Shape<K, D>>("head.weight", Init::TruncNormal002, true)),
           head_b(arena_.template add<Shape<K>>("head.bias", Init::Zeros, false)) {
         arena_.allocate();
         arena_.initialize(seed);
     }
-    ViTClassifier(const ViTClassifier&) = delete;
+    Classifier(const Classifier&) = delete;
 
     /// logits (B, K) of images (B, C, S, S).
     const AlignedVector<T>& forward(const T* images, int B) {
         batch_ = B;
-        no_mask_.assign(static_cast<std::size_t>(B) * L, T(0));
+        no_mask_.assign(static_cast<std::size_t>(B) * Enc::geometry.mask_tokens(), T(0));
         features_.resize(static_cast<std::size_t>(B) * L * D);
         pooled_.resize(static_cast<std::size_t>(B) * D);
         logits_.resize(static_cast<std::size_t>(B) * K);
@@ -118,12 +123,18 @@ public:
         encoder_.backward(dfeatures_.data(), nullptr);
     }
 
-    /// Layer id for layer-wise lr decay (official): tokens, position embedding and patch embedding 0,
+    /// Layer id for layer-wise lr decay, the official rules: the encoder's own (Enc::layer_id, Swin's
+    /// get_swin_layer) when it has one; for a ViT tokens, position embedding and patch embedding 0,
     /// block i -> i + 1, final norm and head -> depth + 1.
     static int layer_id(const std::string& name) {
-        if (name.rfind("encoder.blocks.", 0) == 0) return std::stoi(name.substr(15)) + 1;
-        if (name.rfind("encoder.norm.", 0) == 0 || name.rfind("head.", 0) == 0) return C.depth + 1;
-        return 0;
+        if (name.rfind("head.", 0) == 0) return num_layers + 1;
+        if constexpr (requires { Enc::layer_id(name); }) {
+            return Enc::layer_id(name);
+        } else {
+            if (name.rfind("encoder.blocks.", 0) == 0) return std::stoi(name.substr(15)) + 1;
+            if (name.rfind("encoder.norm.", 0) == 0) return num_layers + 1;
+            return 0;
+        }
     }
 
     ParamArena<T>& params() noexcept { return arena_; }
@@ -136,6 +147,10 @@ private:
     int batch_ = 0;
     AlignedVector<T> no_mask_, features_, pooled_, logits_, dpooled_, dfeatures_;
 };
+
+/// The common ViT's classifier.
+template <class T, ViTConfig C, int K>
+using ViTClassifier = Classifier<T, ViTEncoder<T, C>, K>;
 
 /// A linear classifier on frozen features (B, D): standardised with the training set's per-feature
 /// mean and standard deviation (a BatchNorm without affine, as in the MAE/SimMIM linear-probe protocol),

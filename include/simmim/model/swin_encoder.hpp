@@ -412,6 +412,23 @@ public:
         });
     }
 
+    /// Layer id of a parameter for layer-wise lr decay, the official get_swin_layer: mask_token and
+    /// patch_embed 0; layers.i.blocks.j sum(depths[:i]) + j + 1; layers.i.downsample sum(depths[:i+1]) (its
+    /// stage's last block); everything else (final norm, a classifier head) total_depth + 1.
+    static int layer_id(const std::string& name) {
+        if (name == "encoder.mask_token" || name.rfind("encoder.patch_embed.", 0) == 0) return 0;
+        if (name.rfind("encoder.layers.", 0) == 0) {
+            const std::size_t i_end = name.find('.', 15);
+            const int i = std::stoi(name.substr(15, i_end - 15));
+            int before = 0;
+            for (int k = 0; k < i; ++k) before += C.depth(k);
+            const std::string rest = name.substr(i_end + 1);
+            if (rest.rfind("blocks.", 0) == 0) return before + std::stoi(rest.substr(7)) + 1;
+            return before + C.depth(i);  // downsample
+        }
+        return num_layers + 1;
+    }
+
     /// The official model's buffers, in its naming: every block's attn.relative_position_index (Nw, Nw) and,
     /// for shifted blocks, its attn_mask (nW, Nw, Nw).
     std::vector<ModelBuffer> buffers() const {
