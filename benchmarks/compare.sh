@@ -10,6 +10,9 @@
 #   PEER_VARIANTS  "all" (default) or "quick": the peer environments to try, below
 #   OURS_PASSIVE   1 (default): also run ours with OMP_WAIT_POLICY=PASSIVE and keep the faster; 0: as is only
 #   TABLE_ONLY     1: run nothing, only print the table of the results already in OUT
+#   TRAIN_PRESETS  the train-step presets (default: vit-t4-32 vit-t16-224 vit-s16-224 swin-d32 swin-b-192)
+#   AMP_VARIANTS   the PyTorch train-step precisions tried (default "fp32 bf16": bf16 = torch.autocast("cpu",
+#                  dtype=torch.bfloat16) around the forward, PyTorch's one-line mixed precision on AVX512-BF16)
 #
 # The fairest peer: PyTorch (/usr/bin/python3, torch 1.13 on OpenBLAS) runs peer_train_step.py,
 # peer_masking.py and peer_attention.py once per environment variant and every row of the table keeps
@@ -32,6 +35,8 @@ THREADS="${1:-$(nproc)}"
 REPS="${REPS:-3}"
 PEER_VARIANTS="${PEER_VARIANTS:-all}"
 OURS_PASSIVE="${OURS_PASSIVE:-1}"
+export TRAIN_PRESETS="${TRAIN_PRESETS:-vit-t4-32 vit-t16-224 vit-s16-224 swin-d32 swin-b-192}"
+AMP_VARIANTS="${AMP_VARIANTS:-fp32 bf16}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON=/usr/bin/python3
 OUT="${OUT:-$(mktemp -d /tmp/simmim-compare.XXXXXX)}"
@@ -71,7 +76,7 @@ run_ours() {  # variant, name, binary, extra arguments...
         --benchmark_out_format=json "$@" >"$OUT/ours_${name}__$variant.log"
 }
 for variant in "${ours_variants[@]}"; do
-    for preset in vit-t4-32 vit-t16-224 vit-s16-224; do
+    for preset in $TRAIN_PRESETS; do
         run_ours "$variant" "train_$preset" bench_train_step --benchmark_filter="/$preset/"
     done
     run_ours "$variant" masking bench_masking
@@ -109,7 +114,12 @@ done
 for i in "${!peer_labels[@]}"; do
     label="${peer_labels[$i]}"
     read -r -a args <<<"${peer_envs[$i]}"
-    for peer in train_step masking attention; do
+    for amp in $AMP_VARIANTS; do
+        echo "compare.sh: PyTorch ($label, $amp): train_step" >&2
+        env "${args[@]}" "$PYTHON" "$ROOT/benchmarks/peer_train_step.py" --threads "$THREADS" --amp "$amp" \
+            --presets "${TRAIN_PRESETS// /,}" >"$OUT/peer_train_step__${label}_amp-$amp.jsonl"
+    done
+    for peer in masking attention; do
         echo "compare.sh: PyTorch ($label): $peer" >&2
         env "${args[@]}" "$PYTHON" "$ROOT/benchmarks/peer_$peer.py" --threads "$THREADS" \
             >"$OUT/peer_${peer}__$label.jsonl"
@@ -187,7 +197,8 @@ def fastest_peer(variants, match, what):
 def short(label):
     """coretype-unset_wait-passive_blas-1 -> 'unset, PASSIVE, BLAS 1'."""
     parts = dict(p.split("-", 1) for p in label.split("_"))
-    return ", ".join(["OPENBLAS_* as set" if parts["coretype"] == "env" else "OPENBLAS_* unset",
+    return ", ".join((["autocast bf16"] if parts.get("amp") == "bf16" else []) +
+                     ["OPENBLAS_* as set" if parts["coretype"] == "env" else "OPENBLAS_* unset",
                       "PASSIVE" if parts["wait"] == "passive" else "wait env", "BLAS " + parts["blas"]])
 
 
@@ -203,7 +214,9 @@ def add(name, our_variant, our_ms, our_text, peer_label, peer_ms, peer_text, fra
 
 peak = None
 train_peers = peers("train_step")
-for preset, batch in (("vit-t4-32", 64), ("vit-t16-224", 16), ("vit-s16-224", 8)):
+batches = {"vit-t4-32": 64, "vit-t16-224": 16, "vit-s16-224": 8, "swin-d32": 64, "swin-b-192": 4}
+for preset in os.environ.get("TRAIN_PRESETS", " ".join(batches)).split():
+    batch = batches[preset]
     ov, b, oall = fastest_ours(ours(f"train_{preset}"), f"train_step/{preset}/batch{batch}/iterations:3")
     peak = b["peak_GFLOP/s"]
     pl, p, pall = fastest_peer(train_peers, lambda r: r["preset"] == preset, preset)
