@@ -10,6 +10,7 @@
 
 #include <Eigen/Core>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -20,6 +21,7 @@
 #include "simmim/data/open.hpp"
 #include "simmim/io/checkpoint.hpp"
 #include "simmim/model/classifier.hpp"
+#include "simmim/model/swin_resample.hpp"
 #include "simmim/optim/schedule.hpp"
 #include "simmim/simmim.hpp"
 #include "finetune_options.hpp"
@@ -37,13 +39,27 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-/// Loads the encoder part of a checkpoint or weights file (its "encoder." tensors).
+/// Loads the encoder part of a checkpoint or weights file (its "encoder." tensors). A Swin relative position
+/// bias table pretrained at another window size (window 6 -> 7, say) is transferred to this model's window
+/// with the official geometric spline (model/swin_resample.hpp), as the official load_pretrained does.
 template <class T>
 void load_encoder(simmim::ParamArena<T>& params, const std::string& path) {
     simmim::io::LoadOptions opt;
     opt.only_params_with_prefix = "encoder.";
-    opt.allow_unexpected = true;  // decoder.*, optimizer.*
-    simmim::io::import_params(params, simmim::io::read_weights(path, /*drop_unmapped=*/true), opt);
+    opt.allow_unexpected = true;  // decoder.*, optimizer.*, the official buffers
+    simmim::io::TensorFile file = simmim::io::read_weights(path, /*drop_unmapped=*/true);
+    for (const auto& p : params.params()) {
+        if (!p.name.ends_with("relative_position_bias_table") || !file.contains(p.name)) continue;
+        const auto& t = file.at(p.name);
+        if (t.shape.size() != 2 || p.shape.size() != 2 || t.shape == p.shape || t.shape[1] != p.shape[1]) continue;  // import_params reports it
+        const auto side = [](std::int64_t rows) { return static_cast<int>(std::lround(std::sqrt(double(rows)))); };
+        const int src = (side(t.shape[0]) + 1) / 2, dst = (side(p.shape[0]) + 1) / 2;
+        const auto values = t.to<double>();
+        const auto resampled = simmim::resample_relative_position_table(std::span<const double>(values), src, dst, static_cast<int>(p.shape[1]));
+        file.set<double>(p.name, std::span<const double>(resampled), p.shape);
+        std::printf("%s: window %d -> %d (geometric spline)\n", p.name.c_str(), src, dst);
+    }
+    simmim::io::import_params(params, file, opt);
 }
 
 /// Eval-transformed images [first, first + n) of a dataset, (n, C, S, S), and their labels.
