@@ -54,7 +54,7 @@ void load_encoder(simmim::ParamArena<T>& params, const std::string& path) {
         if (t.shape.size() != 2 || p.shape.size() != 2 || t.shape == p.shape || t.shape[1] != p.shape[1]) continue;  // import_params reports it
         const auto side = [](std::int64_t rows) { return static_cast<int>(std::lround(std::sqrt(double(rows)))); };
         const int src = (side(t.shape[0]) + 1) / 2, dst = (side(p.shape[0]) + 1) / 2;
-        const auto values = t.to<double>();
+        const auto values = t.template to<double>();
         const auto resampled = simmim::resample_relative_position_table(std::span<const double>(values), src, dst, static_cast<int>(p.shape[1]));
         file.set<double>(p.name, std::span<const double>(resampled), p.shape);
         std::printf("%s: window %d -> %d (geometric spline)\n", p.name.c_str(), src, dst);
