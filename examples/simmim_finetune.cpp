@@ -250,6 +250,7 @@ int run(const Options& o) {
     if constexpr (!examples::offers_ablations<C>())
         if (vit == "official") throw UsageError("official-ViT encoders are probed for the ablation presets only (docs/ablations.md), not " + o.model);
     examples::prepare_output_dir(o.out);
+    const auto out_lock = examples::OutputLock::acquire(o.out, "simmim_finetune");  // one run per output directory
     const auto data = data::open_dataset(o.data);
     const int K = data.train->num_classes();
     const std::size_t n_train = o.max_train > 0 ? std::min<std::size_t>(o.max_train, data.train->size()) : data.train->size();

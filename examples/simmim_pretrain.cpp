@@ -66,6 +66,8 @@ int train(const Options& o) {
                          " and be a multiple of the model patch " + std::to_string(G.mask_cell()));
     RandomMaskPatch masking(G.image_size, mask_patch, G.mask_cell(), ratio);
     examples::prepare_output_dir(o.out);
+    // one run per output directory (examples/output_lock.hpp): held until train() returns or the process dies
+    const auto out_lock = examples::OutputLock::acquire(o.out, "simmim_pretrain");
     // temporaries of checkpoint writes that a killed run left behind (io::remove_stale_temporaries)
     for (const auto& stale : io::remove_stale_temporaries(fs::path(o.out) / "checkpoint.safetensors"))
         std::printf("removed %s, left by an interrupted checkpoint write of a process that no longer runs\n", stale.c_str());

@@ -1,5 +1,6 @@
 // examples/training_common.hpp: what the training binaries share: usage errors, the output
-// directory, the live progress line, the metrics log (JSON lines) and its loss-curve picture.
+// directory (its lock is in output_lock.hpp), the live progress line, the metrics log (JSON lines)
+// and its loss-curve picture.
 #pragma once
 
 #include <fcntl.h>
@@ -23,6 +24,7 @@
 #include <vector>
 
 #include "cli_errors.hpp"
+#include "output_lock.hpp"
 #include "simmim/core/tensor.hpp"
 
 namespace simmim::examples {
