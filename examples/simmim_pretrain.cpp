@@ -73,11 +73,7 @@ int train(const Options& o) {
         std::printf("removed %s, left by an interrupted checkpoint write of a process that no longer runs\n", stale.c_str());
 
     auto data = data::open_dataset(o.data);
-    if (data.skipped > 0) {
-        std::printf("skipped %zu unreadable image file(s), e.g.:", data.skipped);
-        for (const auto& n : data.first_skipped) std::printf(" %s", n.c_str());
-        std::printf("\n");
-    }
+    examples::report_image_scan(data, o.data, o.strict_images);
     const auto aug = data::pretrain_augmentation(data, C.image_size, C.in_chans);
     const std::int64_t steps_per_epoch = static_cast<std::int64_t>(data.train->size() / static_cast<std::size_t>(o.batch));
     if (steps_per_epoch < 1)
