@@ -453,11 +453,11 @@ inline ImageInfo decode_any(std::span<const std::uint8_t> bytes, const std::stri
 }
 
 /// Reads the file at `path` whole and checks that it decodes completely (DecodeDepth::check): what
-/// ImageFolderDataset::validate() does with each file. DataError naming the file otherwise; `outcome`
-/// says whether the file is damaged.
+/// ImageFolderDataset::validate() does with each file. DataError naming the file otherwise (a file larger
+/// than the memory left included); `outcome` says whether the file is damaged. std::bad_alloc passes
+/// through: running out of memory is not a verdict on the file.
 inline ImageInfo check_image_file(const std::filesystem::path& path, const ImageDecodeLimits& limits, DecodeOutcome* outcome) {
-    const std::string name = path.string();
-    return rethrow_out_of_memory(name, [&] { return decode_any(read_file(path), name, limits, DecodeDepth::check, nullptr, outcome); });
+    return decode_any(read_file(path), path.string(), limits, DecodeDepth::check, nullptr, outcome);
 }
 
 }  // namespace detail

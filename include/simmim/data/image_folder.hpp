@@ -19,6 +19,7 @@
 #include <filesystem>
 #include <limits>
 #include <map>
+#include <new>
 #include <string>
 #include <system_error>
 #include <utility>
@@ -56,7 +57,10 @@ public:
         const std::ptrdiff_t n = static_cast<std::ptrdiff_t>(entries_.size());
         std::vector<std::string> reasons(entries_.size());  // empty: kept
         std::vector<char> damaged(entries_.size(), 0);
-        std::exception_ptr escaped;  // anything but a DataError (out of memory): rethrown after the loop
+        // not a verdict on a file: running out of memory (a DataError naming the file, as get() gives) or
+        // anything else; the first is thrown after the loop
+        std::exception_ptr escaped;
+        std::string out_of_memory;
 #pragma omp parallel for schedule(dynamic, 1)
         for (std::ptrdiff_t i = 0; i < n; ++i) {
             const auto k = static_cast<std::size_t>(i);
@@ -66,12 +70,17 @@ public:
             } catch (const DataError& e) {
                 reasons[k] = e.what();
                 damaged[k] = outcome.damaged ? 1 : 0;
+            } catch (const std::bad_alloc&) {
+#pragma omp critical(simmim_image_folder_validate)
+                if (out_of_memory.empty()) out_of_memory = entries_[k].path.string();
             } catch (...) {
 #pragma omp critical(simmim_image_folder_validate)
                 if (!escaped) escaped = std::current_exception();
             }
         }
         if (escaped) std::rethrow_exception(escaped);
+        if (!out_of_memory.empty())
+            throw DataError("ImageFolder " + root_.string() + ": out of memory while checking " + out_of_memory + " (std::bad_alloc)");
         ValidationReport report;
         std::vector<Entry> kept;
         kept.reserve(entries_.size());
