@@ -13,7 +13,8 @@
 //         or arithmetic code, lost restart markers), an inconsistent progression or invalid SOS
 //         parameters. (libjpeg would go on and fill the missing part grey.) Other warnings (unknown
 //         JFIF revision or Adobe transform) are dropped. JPEG has no checksum: a bit flip in the
-//         entropy-coded data is found only when it desynchronises the decoder, as it usually does.
+//         entropy-coded data is found only when it desynchronises the decoder (a third of the
+//         single-bit flips in the tests' file); a flip in a coefficient's magnitude bits is not.
 //   PNG   the chunks are walked first: each must fit in the file, up to IEND (a length that does not
 //         fit means a file cut short or a corrupt length, refused before libpng allocates it); a CRC
 //         mismatch in any chunk, critical or ancillary, is an error (libpng would only warn and drop an
