@@ -18,6 +18,7 @@ struct Options {
     std::string weights, data, split = "test", pool = "mean", out;
     std::int64_t limit = 0;  // 0: every image of the split
     int batch = 128, threads = 0;
+    bool strict_images = false;  // a damaged or unreadable file in an image folder is an error, not skipped
 };
 
 /// The check CLI11 cannot express (UsageError): --weights, --data and --out are required. (Not CLI11's
@@ -43,6 +44,7 @@ inline Parsed<Options> parse(int argc, const char* const* argv) {
         ->capture_default_str();
     app.add_option("--threads", o.threads, "OpenMP threads (default: all cores)")->check(at_least<int>(0));
     app.add_option("--out", o.out, "Output safetensors: features F32, labels I64 when the data has labels (required)");
+    app.add_flag("--strict-images", o.strict_images, "An image folder's unreadable or damaged (cut short, corrupt) files are an error (exit 1) instead of being skipped and listed");
     return parse_options(app, argc, argv, o, validate);
 }
 

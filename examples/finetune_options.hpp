@@ -25,6 +25,7 @@ struct Options {
            label_smoothing = 0.1, clip = 5.0;
     std::uint64_t seed = 0;
     std::int64_t log_every = 50, max_train = 0, max_test = 0;
+    bool strict_images = false;  // a damaged or unreadable file in an image folder is an error, not skipped
 };
 
 /// The checks of a combination of options that CLI11 cannot express (UsageError): --epochs is needed,
@@ -70,6 +71,7 @@ inline Parsed<Options> parse(int argc, const char* const* argv) {
     app.add_option("--log-every", o.log_every, "Progress line every N steps when not on a terminal")->check(at_least<i64>(1))->capture_default_str();
     app.add_option("--max-train", o.max_train, "Use only the first N training images (quick runs)")->check(at_least<i64>(0));
     app.add_option("--max-test", o.max_test, "Evaluate on the first N test images only")->check(at_least<i64>(0));
+    app.add_flag("--strict-images", o.strict_images, "An image folder's unreadable or damaged (cut short, corrupt) files are an error (exit 1) instead of being skipped and listed");
     return parse_options(app, argc, argv, o, validate);
 }
 

@@ -33,6 +33,7 @@ struct Options {
     std::int64_t save_every = 500, log_every = 10, vis_every = 0, stop_after = 0;
     int vis_count = 8;
     bool skip_nonfinite = false;
+    bool strict_images = false;  // a damaged or unreadable file in an image folder is an error, not skipped
     std::int64_t inject_nan_at = -1;  // testing: poison one gradient element at this step
     simmim::examples::ModelChoice variant;  // ablations: ViT form, head, loss, target, resolution
 };
@@ -95,6 +96,7 @@ inline Parsed<Options> parse(int argc, const char* const* argv) {
     app.add_option("--target", v.target, "Target: raw (normalised image, official) or norm (SwinV2 per-pixel normalised, 47x47 window)")
         ->check(CLI::IsMember({"raw", "norm"}))->capture_default_str()->group(ablation);
     app.add_flag("--skip-nonfinite", o.skip_nonfinite, "Skip (and count) steps whose loss or gradient is not finite instead of stopping");
+    app.add_flag("--strict-images", o.strict_images, "An image folder's unreadable or damaged (cut short, corrupt) files are an error (exit 1) instead of being skipped and listed");
     return parse_options(app, argc, argv, o, validate);
 }
 

@@ -102,6 +102,7 @@ int run(const Options& o) {
         throw std::runtime_error("the encoder of " + o.weights + " takes " + std::to_string(G.in_chans) +
                                  "-channel images; the data transform makes 1 (grey) or 3 (RGB)");
     const auto data = data::open_dataset(o.data);
+    examples::report_image_scan(data, o.data, o.strict_images);
     const data::Dataset& ds = o.split == "train" ? *data.train : *data.eval;
     const bool no_test_split = o.split == "test" && data.eval == data.train;
     const std::size_t n = o.limit > 0 ? std::min<std::size_t>(static_cast<std::size_t>(o.limit), ds.size()) : ds.size();

@@ -284,7 +284,9 @@ template <class F>
 int with_data(const Options& o, F&& f) {
     using namespace simmim;
     examples::prepare_output_dir(o.out);
+    const auto out_lock = examples::OutputLock::acquire(o.out, "simmim_finetune");  // one run per output directory
     const auto data = data::open_dataset(o.data);
+    examples::report_image_scan(data, o.data, o.strict_images);
     const int K = data.train->num_classes();
     const std::size_t n_train = o.max_train > 0 ? std::min<std::size_t>(o.max_train, data.train->size()) : data.train->size();
     const std::size_t n_test = o.max_test > 0 ? std::min<std::size_t>(o.max_test, data.eval->size()) : data.eval->size();

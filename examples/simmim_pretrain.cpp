@@ -73,16 +73,14 @@ int train(const Options& o) {
                          " and be a multiple of the model patch " + std::to_string(G.mask_cell()));
     RandomMaskPatch masking(G.image_size, mask_patch, G.mask_cell(), ratio);
     examples::prepare_output_dir(o.out);
+    // one run per output directory (examples/output_lock.hpp): held until train() returns or the process dies
+    const auto out_lock = examples::OutputLock::acquire(o.out, "simmim_pretrain");
     // temporaries of checkpoint writes that a killed run left behind (io::remove_stale_temporaries)
     for (const auto& stale : io::remove_stale_temporaries(fs::path(o.out) / "checkpoint.safetensors"))
         std::printf("removed %s, left by an interrupted checkpoint write of a process that no longer runs\n", stale.c_str());
 
     auto data = data::open_dataset(o.data);
-    if (data.skipped > 0) {
-        std::printf("skipped %zu unreadable image file(s), e.g.:", data.skipped);
-        for (const auto& n : data.first_skipped) std::printf(" %s", n.c_str());
-        std::printf("\n");
-    }
+    examples::report_image_scan(data, o.data, o.strict_images);
     const auto aug = data::pretrain_augmentation(data, C.image_size, C.in_chans);
     const std::int64_t steps_per_epoch = static_cast<std::int64_t>(data.train->size() / static_cast<std::size_t>(o.batch));
     if (steps_per_epoch < 1)

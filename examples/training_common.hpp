@@ -1,5 +1,6 @@
 // examples/training_common.hpp: what the training binaries share: usage errors, the output
-// directory, the live progress line, the metrics log (JSON lines) and its loss-curve picture.
+// directory (its lock is in output_lock.hpp), the report of an image-folder scan, the live progress
+// line, the metrics log (JSON lines) and its loss-curve picture.
 #pragma once
 
 #include <fcntl.h>
@@ -23,7 +24,9 @@
 #include <vector>
 
 #include "cli_errors.hpp"
+#include "output_lock.hpp"
 #include "simmim/core/tensor.hpp"
+#include "simmim/data/open.hpp"
 
 namespace simmim::examples {
 
@@ -75,6 +78,24 @@ inline void prepare_output_dir(const std::filesystem::path& dir) {
     std::filesystem::remove(probe, ec);
     if (!written) fail("cannot write", write_error);
     if (!closed) fail("cannot close", close_error);
+}
+
+/// After opening `data` (given as `--data name`): for an image folder whose scan skipped files, prints
+/// the count and each of the first skipped files with its reason ("skipped <file>: damaged JPEG data
+/// (...)"). With `strict` (--strict-images) any skipped file is then an error (std::runtime_error: exit 1)
+/// naming the count and the first file.
+inline void report_image_scan(const data::OpenedDataset& data, const std::string& name, bool strict) {
+    if (data.skipped == 0) return;
+    std::printf("image scan of %s: %zu of %zu image files skipped (%zu damaged, %zu unreadable)%s\n", name.c_str(), data.skipped,
+                data.scanned, data.damaged, data.skipped - data.damaged, strict ? "" : "; the others are used");
+    for (std::size_t i = 0; i < data.first_skipped.size(); ++i)
+        std::printf("  skipped %s\n", i < data.first_skipped_reasons.size() ? data.first_skipped_reasons[i].c_str() : data.first_skipped[i].c_str());
+    if (data.skipped > data.first_skipped.size()) std::printf("  ... and %zu more\n", data.skipped - data.first_skipped.size());
+    std::fflush(stdout);
+    if (strict)
+        throw std::runtime_error("--strict-images: " + std::to_string(data.skipped) + " of " + std::to_string(data.scanned) +
+                                 " image files in " + name + " are damaged or unreadable, e.g. " +
+                                 (data.first_skipped_reasons.empty() ? std::string("?") : data.first_skipped_reasons.front()));
 }
 
 /// The name of the first parameter whose gradient is not finite (or "loss" when the loss is not).

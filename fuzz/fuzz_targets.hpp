@@ -189,7 +189,8 @@ inline void cifar_input(const std::uint8_t* input, std::size_t size) {
 /// validate(), get(0), then the pretraining augmentation. Input layout: byte 0 bits 0-1 choose the
 /// file name (.png, .jpg, .jpeg, .PNG; the decoder is chosen by content, so a JPEG named .png is
 /// decoded as JPEG and every other format is refused), bit 2 the model's channel count (3, else 1);
-/// the rest is the file. Oracles for an image that decodes: a JPEG or PNG signature; positive size,
+/// the rest is the file. Oracles: a file that validate() keeps decodes in get() (validate() reads it
+/// whole, damaged data included); for an image that decodes: a JPEG or PNG signature; positive size,
 /// 1..4 channels, width * height * channels pixel bytes, at most the default pixel limit; the size
 /// and channels data::read_image_info reported on the file (validate()'s check); for a PNG, the size
 /// in its IHDR chunk (bytes 16-23, read here); the augmented output is finite.
@@ -211,7 +212,12 @@ inline void image_input(const std::uint8_t* input, std::size_t size) {
         } catch (const data::DataError& e) {
             oracle_failure(std::string("validate() kept a file whose header read_image_info rejects: ") + e.what());
         }
-        const data::RawImage img = ds.get(0);
+        data::RawImage img;
+        try {
+            img = ds.get(0);
+        } catch (const data::DataError& e) {  // validate() checked the whole file: what it keeps decodes
+            oracle_failure(std::string("validate() kept a file that get() cannot decode: ") + e.what());
+        }
         const auto format = data::sniff_image_format(std::span<const std::uint8_t>(file, file_size));
         require(format != data::ImageFormat::Unknown && format == info.format, "decoded a file without a JPEG/PNG signature");
         require(img.width > 0 && img.height > 0 && img.channels >= 1 && img.channels <= 4, "decoded image has a bad geometry");

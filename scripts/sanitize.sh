@@ -34,8 +34,11 @@ export LSAN_OPTIONS="exitcode=88"
 echo "sanitize.sh: ASAN_OPTIONS=$ASAN_OPTIONS"
 echo "sanitize.sh: UBSAN_OPTIONS=$UBSAN_OPTIONS"
 echo "sanitize.sh: excluding tests matching $exclude"
+status=0
 if [[ -n "$exclude" ]]; then
-  ctest --test-dir "$build_dir" --output-on-failure -j2 -E "$exclude"
+  ctest --test-dir "$build_dir" --output-on-failure -j2 -E "$exclude" 2>&1 | tee "$build_dir/ctest.log" || status=$?
 else
-  ctest --test-dir "$build_dir" --output-on-failure -j2
+  ctest --test-dir "$build_dir" --output-on-failure -j2 2>&1 | tee "$build_dir/ctest.log" || status=$?
 fi
+bash "$root/scripts/skipped-tests.sh" "$build_dir" "scripts/sanitize.sh"
+exit "$status"

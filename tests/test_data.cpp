@@ -36,6 +36,7 @@
 #include "simmim/data/idx.hpp"
 #include "simmim/data/image_folder.hpp"
 #include "simmim/data/loader.hpp"
+#include "skip.hpp"
 
 namespace {
 
@@ -327,8 +328,7 @@ TEST_CASE("open_fashion_mnist finds plain or .gz files by their standard names",
 TEST_CASE("Fashion-MNIST from the installed directory", "[data][idx][fashion]") {
     const fs::path dir = simmim::data::kDefaultFashionMnistDir;
     if (!fs::is_directory(dir)) {
-        WARN("skipped: " << dir << " is absent");
-        return;
+        SIMMIM_SKIP(dir << " is absent (Debian package dataset-fashion-mnist)");
     }
     const auto check_split = [](const simmim::data::IdxDataset& ds, std::size_t n) {
         REQUIRE(ds.size() == n);

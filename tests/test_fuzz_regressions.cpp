@@ -20,6 +20,8 @@
 #include <vector>
 
 #include "../fuzz/fuzz_targets.hpp"
+#include "run_program.hpp"
+#include "skip.hpp"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define SIMMIM_TEST_UNDER_ASAN 1
@@ -100,38 +102,8 @@ void replay_all(const std::string& target, const std::function<void(const std::u
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-struct ProgramResult {
-    int exit_code = -1;
-    std::string output;  // stdout and stderr
-};
-
-/// Runs build/examples/<program> with `args` (60 s limit); output captured.
-ProgramResult run_program(const std::string& program, const std::vector<std::string>& args) {
-    const fs::path exe = fs::path(SIMMIM_BINARY_DIR) / "examples" / program;
-    const fs::path log = fs::temp_directory_path() / ("simmim-fuzz-regression-" + std::to_string(::getpid()) + ".log");
-    std::vector<std::string> all{exe.string()};
-    all.insert(all.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (auto& a : all) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    const pid_t pid = ::fork();
-    if (pid == 0) {
-        const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        ::dup2(fd, 1);
-        ::dup2(fd, 2);
-        ::alarm(60);
-        ::execv(exe.c_str(), argv.data());
-        ::_exit(127);
-    }
-    int status = 0;
-    ::waitpid(pid, &status, 0);
-    ProgramResult result;
-    result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    const Bytes out = read_all(log);
-    result.output.assign(out.begin(), out.end());
-    fs::remove(log);
-    return result;
-}
+using simmim::test::ProgramResult;
+using simmim::test::run_program;
 
 /// The argv of a command-line fuzz input: the file split at '\n' (fuzz/fuzz_cli.hpp).
 std::vector<std::string> split_args(const Bytes& bytes) {
@@ -144,7 +116,7 @@ std::vector<std::string> split_args(const Bytes& bytes) {
     return args;
 }
 
-bool examples_built() { return fs::exists(fs::path(SIMMIM_BINARY_DIR) / "examples" / "simmim_pretrain"); }
+using simmim::test::examples_built;
 
 /// A private directory holding a 16-image IDX training set (28 x 28) and an output directory, so
 /// that a simmim_pretrain run that gets past its checks costs milliseconds.
@@ -183,8 +155,7 @@ TEST_CASE("fuzz inputs: image folder decoding and augmentation", "[fuzz]") { rep
 
 TEST_CASE("fuzz inputs: simmim_pretrain command lines exit 0 or 2 before any work", "[fuzz][cli]") {
     if (!examples_built()) {
-        WARN("examples not built: skipped");
-        return;
+        SIMMIM_SKIP("the example programs are not built (SIMMIM_BUILD_EXAMPLES=OFF)");
     }
     for (const auto& file : inputs_of("cli_pretrain")) {
         auto args = split_args(read_all(file));
@@ -196,9 +167,8 @@ TEST_CASE("fuzz inputs: simmim_pretrain command lines exit 0 or 2 before any wor
 }
 
 TEST_CASE("fuzz inputs: simmim_reconstruct command lines exit 0 1 or 2", "[fuzz][cli]") {
-    if (!examples_built()) {
-        WARN("examples not built: skipped");
-        return;
+    if (!examples_built("simmim_reconstruct")) {
+        SIMMIM_SKIP("simmim_reconstruct is not built (SIMMIM_BUILD_EXAMPLES=OFF)");
     }
     for (const auto& file : inputs_of("cli_reconstruct")) {
         auto args = split_args(read_all(file));
@@ -229,8 +199,7 @@ TEST_CASE("a gzip IDX file whose trailer claims 4 GiB is read within a 1 GiB add
 // message blames --warmup ("--warmup 0 exceeds the run's -9223372036854775808 steps").
 TEST_CASE("simmim_pretrain rejects an --epochs beyond the int64 step range as a usage error naming --epochs", "[fuzz][cli]") {
     if (!examples_built()) {
-        WARN("examples not built: skipped");
-        return;
+        SIMMIM_SKIP("the example programs are not built (SIMMIM_BUILD_EXAMPLES=OFF)");
     }
     const TinyRun run;
     for (const char* epochs : {"1e300", "inf"}) {
@@ -247,8 +216,7 @@ TEST_CASE("simmim_pretrain rejects an --epochs beyond the int64 step range as a 
 // until the first non-finite loss and exit 1. Each should be a usage error (exit 2) naming the option.
 TEST_CASE("simmim_pretrain rejects NaN learning rates and weight decay and clipping threshold as usage errors", "[fuzz][cli]") {
     if (!examples_built()) {
-        WARN("examples not built: skipped");
-        return;
+        SIMMIM_SKIP("the example programs are not built (SIMMIM_BUILD_EXAMPLES=OFF)");
     }
     const TinyRun run;
     for (const char* option : {"--base-lr", "--min-lr", "--warmup-lr", "--weight-decay", "--clip-grad"}) {
@@ -290,8 +258,7 @@ TEST_CASE("a checkpoint whose optimizer_steps is missing or not a number or nega
 // "simmim_pretrain: error: map::at", naming neither the file nor the key.
 TEST_CASE("simmim_pretrain --resume of a checkpoint without run metadata names the file and the key", "[fuzz][cli]") {
     if (!examples_built()) {
-        WARN("examples not built: skipped");
-        return;
+        SIMMIM_SKIP("the example programs are not built (SIMMIM_BUILD_EXAMPLES=OFF)");
     }
     const TinyRun run;
     REQUIRE(run.pretrain({"--steps", "2"}).exit_code == 0);

@@ -32,9 +32,11 @@ int main() {
         opt.step(1e-2);
     }
     std::printf("consumer: loss %.4f -> %.4f\n", first, last);
-    // simmim::data must link the image decoders (libpng, libjpeg-turbo): a PNG signature alone is a
-    // file that ends inside its header, which libpng reports and the dataset turns into a DataError.
-    const std::vector<std::uint8_t> truncated_png{0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A};
+    // simmim::data must link the image decoders (libpng, libjpeg-turbo): a PNG signature followed by an
+    // IEND chunk alone has whole chunks (simmim's own walk of the chunks passes it to libpng) but no IHDR,
+    // which libpng reports and the dataset turns into a DataError.
+    const std::vector<std::uint8_t> truncated_png{0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A,
+                                                  0, 0, 0, 0, 'I', 'E', 'N', 'D', 0xAE, 0x42, 0x60, 0x82};
     bool decoder_error = false;
     try {
         (void)simmim::data::decode_image(truncated_png, "probe.png");

@@ -3,18 +3,31 @@
 //
 // The decoder is chosen by the file's first bytes (PNG signature 89 50 4E 47 0D 0A 1A 0A, JPEG
 // SOI FF D8 FF), never by its name; anything else is refused. Every failure is a DataError naming the
-// file (and, for a decoder error, the decoder and its message): decoders' warnings are dropped, their
-// errors never abort or print. The header is read first: an image with a zero side or more than
-// ImageDecodeLimits::max_pixels pixels (default 64 Mi = 8192 x 8192) is refused before any pixel
-// buffer is allocated.
+// file (and, for a decoder error, the decoder and its message); the decoders never abort or print. The
+// header is read first: an image with a zero side or more than ImageDecodeLimits::max_pixels pixels
+// (default 64 Mi = 8192 x 8192) is refused before any pixel buffer is allocated.
+//
+// Damaged files are errors, not images: a decode reads the file to its end (JPEG EOI, PNG IEND) and
+//   JPEG  libjpeg's warnings about damage are errors: "Premature end of JPEG file" (data cut short),
+//         every "Corrupt JPEG data: ..." (premature end of a data segment, extraneous bytes, bad Huffman
+//         or arithmetic code, lost restart markers), an inconsistent progression or invalid SOS
+//         parameters. (libjpeg would go on and fill the missing part grey.) Other warnings (unknown
+//         JFIF revision or Adobe transform) are dropped. JPEG has no checksum: a bit flip in the
+//         entropy-coded data is found only when it desynchronises the decoder (a third of the
+//         single-bit flips in the tests' file); a flip in a coefficient's magnitude bits is not.
+//   PNG   the chunks are walked first: each must fit in the file, up to IEND (a length that does not
+//         fit means a file cut short or a corrupt length, refused before libpng allocates it); a CRC
+//         mismatch in any chunk, critical or ancillary, is an error (libpng would only warn and drop an
+//         ancillary chunk); libpng's warnings are dropped.
+// Such errors, and any error in the image data of a file whose header reads, say "damaged JPEG" /
+// "damaged PNG".
 //
 // Channels (the file's own, as the dataset always kept them):
 //   PNG   grey 1, grey + alpha 2, RGB 3, RGBA 4; a palette becomes RGB (RGBA if it has a tRNS chunk),
 //         a tRNS chunk on grey or RGB adds an alpha channel; 1/2/4-bit grey is scaled to 0..255;
 //         16-bit samples keep their high byte; interlaced files are de-interlaced; gamma is ignored.
 //   JPEG  greyscale 1, YCbCr / RGB 3, CMYK / YCCK 3: R = C * K / 255 (likewise G from M, B from Y)
-//         on the stored (Adobe, inverted) values; other component counts are refused. A JPEG whose
-//         data ends early decodes with the missing part grey (libjpeg's recovery; its warning is dropped).
+//         on the stored (Adobe, inverted) values; other component counts are refused.
 //
 // setjmp/longjmp: both libraries report errors by longjmp. Each call into them happens in a function
 // that holds no C++ object with a destructor (only pointers and plain structs); the buffers and the
@@ -83,6 +96,7 @@ struct JpegContext {
     char message[JMSG_LENGTH_MAX + 64];
     bool created;
     bool hit_end;  // the data ended before the decoder was done (libjpeg inserted an EOI)
+    bool damaged;  // a warning about damaged data was turned into an error (message holds it)
 };
 
 inline void jpeg_on_error(j_common_ptr cinfo) {
@@ -91,8 +105,26 @@ inline void jpeg_on_error(j_common_ptr cinfo) {
     std::longjmp(context->jump, 1);
 }
 
-inline void jpeg_on_message(j_common_ptr cinfo, int level) {  // warnings (level -1) and traces: dropped
-    if (level < 0 && cinfo->err->msg_code == JWRN_JPEG_EOF) static_cast<JpegContext*>(cinfo->client_data)->hit_end = true;
+/// Whether libjpeg's current warning reports damaged data: data cut short, every "Corrupt JPEG data"
+/// warning (the codes differ between libjpeg versions, the text does not), a broken progression.
+inline bool jpeg_warning_means_damage(j_common_ptr cinfo, const char* text) {
+    const int code = cinfo->err->msg_code;
+    return code == JWRN_JPEG_EOF || code == JWRN_BOGUS_PROGRESSION || code == JWRN_NOT_SEQUENTIAL ||
+           std::strncmp(text, "Corrupt JPEG data", 17) == 0;
+}
+
+/// Traces (level >= 0) are dropped; a warning (level -1) about damaged data becomes an error (longjmp,
+/// as jpeg_on_error); other warnings are dropped.
+inline void jpeg_on_message(j_common_ptr cinfo, int level) {
+    if (level >= 0) return;
+    auto* context = static_cast<JpegContext*>(cinfo->client_data);
+    if (cinfo->err->msg_code == JWRN_JPEG_EOF) context->hit_end = true;
+    char text[JMSG_LENGTH_MAX];
+    (*cinfo->err->format_message)(cinfo, text);
+    if (!jpeg_warning_means_damage(cinfo, text)) return;
+    context->damaged = true;
+    std::snprintf(context->message, sizeof context->message, "%s", text);
+    std::longjmp(context->jump, 1);
 }
 
 inline void jpeg_on_progress(j_common_ptr cinfo) {
@@ -133,7 +165,8 @@ inline int jpeg_read_header_phase(JpegContext& context, const std::uint8_t* data
     return 0;
 }
 
-/// Pixel phase: decodes every scanline into `out` (output_height rows of `row_bytes`).
+/// Pixel phase: decodes every scanline into `out` (output_height rows of `row_bytes`), then reads the
+/// rest of the file up to its EOI marker.
 inline int jpeg_read_pixels_phase(JpegContext& context, std::uint8_t* out, std::size_t row_bytes) {
     if (setjmp(context.jump) != 0) return 1;
     jpeg_start_decompress(&context.cinfo);
@@ -145,6 +178,20 @@ inline int jpeg_read_pixels_phase(JpegContext& context, std::uint8_t* out, std::
             return 1;
         }
     }
+    jpeg_finish_decompress(&context.cinfo);
+    return 0;
+}
+
+/// Check phase: entropy-decodes every block (jpeg_read_coefficients: no inverse DCT, no colour
+/// conversion, no pixel buffer) and reads the rest of the file up to its EOI marker, so that every
+/// damage warning a full decode would give is given.
+inline int jpeg_check_phase(JpegContext& context) {
+    if (setjmp(context.jump) != 0) return 1;
+    if (jpeg_read_coefficients(&context.cinfo) == nullptr) {
+        std::snprintf(context.message, sizeof context.message, "decoder returned no coefficients");
+        return 1;
+    }
+    jpeg_finish_decompress(&context.cinfo);
     return 0;
 }
 
@@ -154,6 +201,7 @@ struct PngContext {
     png_infop info;
     const std::uint8_t* data;
     std::size_t size, position;
+    int passes;    // 1, or 7 for an interlaced image (png_set_interlace_handling)
     bool hit_end;  // the data ended before libpng was done
     char message[256];
 };
@@ -182,6 +230,8 @@ inline int png_read_header_phase(PngContext& context) {
     if (setjmp(png_jmpbuf(context.png)) != 0) return 1;
     png_set_read_fn(context.png, &context, &png_on_read);
     png_set_keep_unknown_chunks(context.png, PNG_HANDLE_CHUNK_NEVER, nullptr, 0);
+    // a CRC mismatch is an error in every chunk (by default libpng only warns about an ancillary one and drops it)
+    png_set_crc_action(context.png, PNG_CRC_ERROR_QUIT, PNG_CRC_ERROR_QUIT);
     png_read_info(context.png, context.info);
     const int color_type = png_get_color_type(context.png, context.info);
     const int bit_depth = png_get_bit_depth(context.png, context.info);
@@ -189,15 +239,27 @@ inline int png_read_header_phase(PngContext& context) {
     if (color_type == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(context.png);
     if (color_type == PNG_COLOR_TYPE_GRAY && bit_depth < 8) png_set_expand_gray_1_2_4_to_8(context.png);
     if (png_get_valid(context.png, context.info, PNG_INFO_tRNS) != 0) png_set_tRNS_to_alpha(context.png);
-    png_set_interlace_handling(context.png);
+    context.passes = png_set_interlace_handling(context.png);
     png_read_update_info(context.png, context.info);
     return 0;
 }
 
-/// Pixel phase: the whole image into the rows given.
+/// Pixel phase: the whole image into the rows given, then the chunks after the image data up to IEND
+/// (their CRCs checked).
 inline int png_read_pixels_phase(PngContext& context, png_bytep* rows) {
     if (setjmp(png_jmpbuf(context.png)) != 0) return 1;
     png_read_image(context.png, rows);
+    png_read_end(context.png, nullptr);
+    return 0;
+}
+
+/// Check phase: every row of every pass through one row buffer, then the chunks up to IEND.
+inline int png_check_phase(PngContext& context, png_bytep row) {
+    if (setjmp(png_jmpbuf(context.png)) != 0) return 1;
+    const png_uint_32 height = png_get_image_height(context.png, context.info);
+    for (int pass = 0; pass < context.passes; ++pass)
+        for (png_uint_32 y = 0; y < height; ++y) png_read_row(context.png, row, nullptr);
+    png_read_end(context.png, nullptr);
     return 0;
 }
 
@@ -257,24 +319,39 @@ inline void check_image_size(const std::string& name, const char* format, std::u
                         " pixels (ImageDecodeLimits::max_pixels)");
 }
 
-/// Header (and, with `pixels`, the pixels) of a JPEG. `hit_end` reports a header cut by the end of the data.
+/// How far a decode goes: the header only, the whole file checked without a pixel buffer, or the pixels.
+enum class DecodeDepth { header, check, pixels };
+
+/// What a failed decode found, for the callers that sort failures: the data ended early (`hit_end`: a
+/// header cut by a prefix, or a file cut short), or the file is damaged (cut short, a CRC mismatch,
+/// corrupt entropy-coded data).
+struct DecodeOutcome {
+    bool hit_end = false;
+    bool damaged = false;
+};
+
+/// Header, check or pixels (into `pixels`, needed for DecodeDepth::pixels) of a JPEG.
 inline ImageInfo decode_jpeg(std::span<const std::uint8_t> bytes, const std::string& name, const ImageDecodeLimits& limits,
-                             std::vector<std::uint8_t>* pixels, bool* hit_end = nullptr) {
+                             DecodeDepth depth, std::vector<std::uint8_t>* pixels, DecodeOutcome* outcome) {
     JpegDecoder decoder;
     JpegContext& context = decoder.context;
+    // damaged: a damage warning (cut short, corrupt data), or image data that does not decode although the header did
     const auto fail = [&](const char* phase) {
-        return DataError(name + ": cannot decode JPEG " + phase + " (libjpeg-turbo: " + context.message + ")");
+        const bool damaged = context.damaged || std::strcmp(phase, "data") == 0;
+        if (outcome != nullptr) *outcome = {context.hit_end, damaged};
+        return DataError(name + (damaged ? ": damaged JPEG " : ": cannot decode JPEG ") + phase + " (libjpeg-turbo: " + context.message + ")");
     };
-    if (jpeg_read_header_phase(context, bytes.data(), bytes.size(), jpeg_memory_ceiling(limits)) != 0) {
-        if (hit_end != nullptr) *hit_end = context.hit_end;
-        throw fail("header");
-    }
+    if (jpeg_read_header_phase(context, bytes.data(), bytes.size(), jpeg_memory_ceiling(limits)) != 0) throw fail("header");
     const jpeg_decompress_struct& cinfo = context.cinfo;
     check_image_size(name, "JPEG", cinfo.image_width, cinfo.image_height, limits);
     const int components = cinfo.output_components;  // 1, 3 or 4 (CMYK)
     ImageInfo info{ImageFormat::Jpeg, static_cast<int>(cinfo.output_width), static_cast<int>(cinfo.output_height),
                    components == 4 ? 3 : components};
-    if (pixels == nullptr) return info;
+    if (depth == DecodeDepth::header) return info;
+    if (depth == DecodeDepth::check) {
+        if (jpeg_check_phase(context) != 0) throw fail("data");
+        return info;
+    }
 
     const std::size_t row_bytes = static_cast<std::size_t>(info.width) * static_cast<std::size_t>(components);
     std::vector<std::uint8_t> decoded(row_bytes * static_cast<std::size_t>(info.height));
@@ -292,19 +369,53 @@ inline ImageInfo decode_jpeg(std::span<const std::uint8_t> bytes, const std::str
     return info;
 }
 
-/// Header (and, with `pixels`, the pixels) of a PNG. `hit_end` reports a header cut by the end of the data.
+/// "" when the chunks of a PNG held in memory fit in it: from the signature on, each chunk's length,
+/// type, data and CRC lie within the bytes, up to IEND (`whole`), or up to the first IDAT (the header;
+/// its data may lie beyond a prefix). Otherwise what is wrong: a file cut short, or a corrupt length.
+/// Checked before libpng runs, which allocates a chunk's declared length before reading it (a 600-byte
+/// file declaring a 1 GiB tEXt chunk cost a second and a gigabyte).
+inline std::string png_chunk_problem(std::span<const std::uint8_t> bytes, bool whole) {
+    std::size_t at = 8;  // after the signature
+    for (;;) {
+        if (bytes.size() - at < 8)
+            return at == bytes.size() ? std::string("no IEND chunk: the file ends after ") + std::to_string(at) + " bytes"
+                                      : "a chunk header cut by the end of the file at byte " + std::to_string(at);
+        const std::uint64_t length = std::uint64_t(bytes[at]) << 24 | std::uint64_t(bytes[at + 1]) << 16 | std::uint64_t(bytes[at + 2]) << 8 | bytes[at + 3];
+        std::string type;  // letters as they are, other bytes as \xHH
+        for (std::size_t i = 4; i < 8; ++i) {
+            const std::uint8_t c = bytes[at + i];
+            char text[8];
+            if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')) std::snprintf(text, sizeof text, "%c", c);
+            else std::snprintf(text, sizeof text, "\\x%02X", c);
+            type += text;
+        }
+        if (!whole && type == "IDAT") return "";
+        const std::uint64_t left = bytes.size() - at - 8;
+        if (length + 4 > left)
+            return "chunk " + type + " at byte " + std::to_string(at) + " declares " + std::to_string(length) +
+                   " bytes of data and a CRC, but the file has " + std::to_string(left) + " bytes left";
+        at += 8 + static_cast<std::size_t>(length) + 4;
+        if (type == "IEND") return "";
+    }
+}
+
+/// Header, check or pixels (into `pixels`, needed for DecodeDepth::pixels) of a PNG.
 inline ImageInfo decode_png(std::span<const std::uint8_t> bytes, const std::string& name, const ImageDecodeLimits& limits,
-                            std::vector<std::uint8_t>* pixels, bool* hit_end = nullptr) {
+                            DecodeDepth depth, std::vector<std::uint8_t>* pixels, DecodeOutcome* outcome) {
+    if (const std::string problem = png_chunk_problem(bytes, depth != DecodeDepth::header); !problem.empty()) {
+        if (outcome != nullptr) *outcome = {true, true};
+        throw DataError(name + ": damaged PNG (" + problem + ")");
+    }
     PngDecoder decoder(bytes.data(), bytes.size());
     PngContext& context = decoder.context;
     if (context.png == nullptr || context.info == nullptr) throw DataError(name + ": cannot decode PNG: libpng could not start");
+    // damaged: cut short, a CRC mismatch, or image data that does not decode although the header did
     const auto fail = [&](const char* phase) {
-        return DataError(name + ": cannot decode PNG " + phase + " (libpng: " + context.message + ")");
+        const bool damaged = context.hit_end || std::strstr(context.message, "CRC") != nullptr || std::strcmp(phase, "data") == 0;
+        if (outcome != nullptr) *outcome = {context.hit_end, damaged};
+        return DataError(name + (damaged ? ": damaged PNG " : ": cannot decode PNG ") + phase + " (libpng: " + context.message + ")");
     };
-    if (png_read_header_phase(context) != 0) {
-        if (hit_end != nullptr) *hit_end = context.hit_end;
-        throw fail("header");
-    }
+    if (png_read_header_phase(context) != 0) throw fail("header");
     const png_uint_32 width = png_get_image_width(context.png, context.info);
     const png_uint_32 height = png_get_image_height(context.png, context.info);
     check_image_size(name, "PNG", width, height, limits);
@@ -315,7 +426,12 @@ inline ImageInfo decode_png(std::span<const std::uint8_t> bytes, const std::stri
         throw DataError(name + ": cannot decode PNG: unexpected layout after conversion (" + std::to_string(channels) +
                         " channels, " + std::to_string(row_bytes) + " bytes per row of " + std::to_string(width) + " pixels)");
     ImageInfo info{ImageFormat::Png, static_cast<int>(width), static_cast<int>(height), channels};
-    if (pixels == nullptr) return info;
+    if (depth == DecodeDepth::header) return info;
+    if (depth == DecodeDepth::check) {
+        std::vector<std::uint8_t> row(row_bytes);
+        if (png_check_phase(context, row.data()) != 0) throw fail("data");
+        return info;
+    }
 
     std::vector<std::uint8_t> decoded(row_bytes * height);
     std::vector<png_bytep> rows(height);
@@ -325,16 +441,24 @@ inline ImageInfo decode_png(std::span<const std::uint8_t> bytes, const std::stri
     return info;
 }
 
-/// Header or whole decode of a file held in memory, by its first bytes.
+/// Header, check or whole decode of a file held in memory, by its first bytes.
 inline ImageInfo decode_any(std::span<const std::uint8_t> bytes, const std::string& name, const ImageDecodeLimits& limits,
-                            std::vector<std::uint8_t>* pixels, bool* hit_end = nullptr) {
+                            DecodeDepth depth, std::vector<std::uint8_t>* pixels = nullptr, DecodeOutcome* outcome = nullptr) {
     switch (sniff_image_format(bytes)) {
-        case ImageFormat::Jpeg: return decode_jpeg(bytes, name, limits, pixels, hit_end);
-        case ImageFormat::Png: return decode_png(bytes, name, limits, pixels, hit_end);
+        case ImageFormat::Jpeg: return decode_jpeg(bytes, name, limits, depth, pixels, outcome);
+        case ImageFormat::Png: return decode_png(bytes, name, limits, depth, pixels, outcome);
         case ImageFormat::Unknown: break;
     }
     throw DataError(name + ": not a JPEG or PNG file (" + hex_prefix(bytes) +
                     "; only JPEG and PNG are decoded, chosen by content)");
+}
+
+/// Reads the file at `path` whole and checks that it decodes completely (DecodeDepth::check): what
+/// ImageFolderDataset::validate() does with each file. DataError naming the file otherwise (a file larger
+/// than the memory left included); `outcome` says whether the file is damaged. std::bad_alloc passes
+/// through: running out of memory is not a verdict on the file.
+inline ImageInfo check_image_file(const std::filesystem::path& path, const ImageDecodeLimits& limits, DecodeOutcome* outcome) {
+    return decode_any(read_file(path), path.string(), limits, DecodeDepth::check, nullptr, outcome);
 }
 
 }  // namespace detail
@@ -343,16 +467,17 @@ inline ImageInfo decode_any(std::span<const std::uint8_t> bytes, const std::stri
 /// the channel count decode_image() gives. DataError naming the file if the format is not JPEG or
 /// PNG, the header is malformed, a side is zero or the image exceeds limits.max_pixels.
 inline ImageInfo read_image_info(std::span<const std::uint8_t> bytes, const std::string& name, const ImageDecodeLimits& limits = {}) {
-    return detail::decode_any(bytes, name, limits, nullptr);
+    return detail::decode_any(bytes, name, limits, detail::DecodeDepth::header);
 }
 
 /// Decodes a JPEG or PNG file held in memory into 8-bit interleaved pixels with the channels listed at
 /// the top of this header (label -1). DataError naming the file for anything it cannot decode, as
-/// read_image_info(), or a decoder error in the image data; std::bad_alloc becomes a DataError too.
+/// read_image_info(), a decoder error in the image data, or damaged data (see the top of this header:
+/// "damaged JPEG" / "damaged PNG"); std::bad_alloc becomes a DataError too.
 inline RawImage decode_image(std::span<const std::uint8_t> bytes, const std::string& name, const ImageDecodeLimits& limits = {}) {
     return detail::rethrow_out_of_memory(name, [&] {
         RawImage image;
-        const ImageInfo info = detail::decode_any(bytes, name, limits, &image.pixels);
+        const ImageInfo info = detail::decode_any(bytes, name, limits, detail::DecodeDepth::pixels, &image.pixels);
         image.width = info.width;
         image.height = info.height;
         image.channels = info.channels;
@@ -373,11 +498,11 @@ inline ImageInfo read_image_info(const std::filesystem::path& path, const ImageD
         in.read(reinterpret_cast<char*>(prefix.data()), static_cast<std::streamsize>(prefix.size()));
         if (static_cast<std::size_t>(in.gcount()) != prefix.size()) return read_image_info(detail::read_file(path), path.string(), limits);
     }
-    bool hit_end = false;
+    detail::DecodeOutcome outcome;
     try {
-        return detail::decode_any(prefix, path.string(), limits, nullptr, &hit_end);
+        return detail::decode_any(prefix, path.string(), limits, detail::DecodeDepth::header, nullptr, &outcome);
     } catch (const DataError&) {
-        if (!hit_end) throw;
+        if (!outcome.hit_end) throw;
     }
     return read_image_info(detail::read_file(path), path.string(), limits);  // a header longer than the prefix
 }

@@ -4,7 +4,8 @@
 //
 // Classes are the first-level subdirectories that hold at least one image (anywhere below them),
 // in sorted order. Files and directories whose names start with '.' are ignored; symbolic links
-// to directories below root are not followed. Images are decoded in get() with libjpeg-turbo or
+// to directories below root are not followed. validate() checks every file whole and drops the
+// unreadable and damaged ones (cut short, corrupt). Images are decoded in get() with libjpeg-turbo or
 // libpng, chosen by the file's content (simmim/data/image_decode.hpp), keeping the file's own
 // channel count (1 grey, 2 grey+alpha, 3 RGB, 4 RGBA; palettes become RGB(A), 16-bit samples 8-bit).
 // Images with a zero side or above ImageDecodeLimits::max_pixels (default 64 Mi pixels) are refused.
@@ -14,9 +15,11 @@
 #include <cctype>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <filesystem>
 #include <limits>
 #include <map>
+#include <new>
 #include <string>
 #include <system_error>
 #include <utility>
@@ -30,7 +33,9 @@ namespace simmim::data {
 /// Outcome of ImageFolderDataset::validate().
 struct ValidationReport {
     std::size_t kept = 0, skipped = 0;
-    std::vector<std::string> first_skipped_names;  // paths of the first (up to 5) unreadable files
+    std::size_t damaged = 0;  // of the skipped: JPEG / PNG files cut short or corrupt ("damaged JPEG" / "damaged PNG")
+    std::vector<std::string> first_skipped_names;    // paths of the first (up to 5) skipped files, in path order
+    std::vector<std::string> first_skipped_reasons;  // why each of them was skipped (the DataError message)
 };
 
 class ImageFolderDataset final : public Dataset {
@@ -43,40 +48,66 @@ public:
         detail::rethrow_out_of_memory("ImageFolder " + root.string() + " (listing the files)", [&] { scan(root); });
     }
 
-    /// Reads each file's header (at most its first 64 KiB unless the header is longer) and drops the
-    /// files that are not JPEG or PNG, whose header is malformed, or whose size is zero or above the
-    /// pixel limit. Labels keep their values. DataError if no file is left. Not thread-safe: call
-    /// before sharing the dataset.
+    /// Reads each file whole and checks that it decodes to its end (image_decode.hpp, without keeping
+    /// pixels), dropping the files that are not JPEG or PNG, are malformed or damaged (cut short, a PNG
+    /// CRC mismatch, corrupt JPEG data), or whose size is zero or above the pixel limit. Files are checked
+    /// in parallel (OpenMP); the report is the same for any thread count. Labels keep their values.
+    /// DataError if no file is left. Not thread-safe: call before sharing the dataset.
     ValidationReport validate() {
+        const std::ptrdiff_t n = static_cast<std::ptrdiff_t>(entries_.size());
+        std::vector<std::string> reasons(entries_.size());  // empty: kept
+        std::vector<char> damaged(entries_.size(), 0);
+        // not a verdict on a file: running out of memory (a DataError naming the file, as get() gives) or
+        // anything else; the first is thrown after the loop
+        std::exception_ptr escaped;
+        std::string out_of_memory;
+#pragma omp parallel for schedule(dynamic, 1)
+        for (std::ptrdiff_t i = 0; i < n; ++i) {
+            const auto k = static_cast<std::size_t>(i);
+            detail::DecodeOutcome outcome;
+            try {
+                (void)detail::check_image_file(entries_[k].path, limits_, &outcome);
+            } catch (const DataError& e) {
+                reasons[k] = e.what();
+                damaged[k] = outcome.damaged ? 1 : 0;
+            } catch (const std::bad_alloc&) {
+#pragma omp critical(simmim_image_folder_validate)
+                if (out_of_memory.empty()) out_of_memory = entries_[k].path.string();
+            } catch (...) {
+#pragma omp critical(simmim_image_folder_validate)
+                if (!escaped) escaped = std::current_exception();
+            }
+        }
+        if (escaped) std::rethrow_exception(escaped);
+        if (!out_of_memory.empty())
+            throw DataError("ImageFolder " + root_.string() + ": out of memory while checking " + out_of_memory + " (std::bad_alloc)");
         ValidationReport report;
         std::vector<Entry> kept;
         kept.reserve(entries_.size());
-        for (auto& entry : entries_) {
-            bool readable = true;
-            try {
-                (void)read_image_info(entry.path, limits_);
-            } catch (const DataError&) {
-                readable = false;
+        for (std::size_t k = 0; k < entries_.size(); ++k) {
+            if (reasons[k].empty()) {
+                kept.push_back(std::move(entries_[k]));
+                continue;
             }
-            if (readable) {
-                kept.push_back(std::move(entry));
-            } else {
-                ++report.skipped;
-                if (report.first_skipped_names.size() < 5) report.first_skipped_names.push_back(entry.path.string());
+            ++report.skipped;
+            report.damaged += damaged[k] != 0;
+            if (report.first_skipped_names.size() < 5) {
+                report.first_skipped_names.push_back(entries_[k].path.string());
+                report.first_skipped_reasons.push_back(std::move(reasons[k]));
             }
         }
         entries_ = std::move(kept);
         report.kept = entries_.size();
         if (entries_.empty())
             throw DataError("ImageFolder " + root_.string() + ": no readable image left after validation (" +
-                            std::to_string(report.skipped) + " skipped)");
+                            std::to_string(report.skipped) + " skipped, " + std::to_string(report.damaged) + " of them damaged)");
         return report;
     }
 
     std::size_t size() const override { return entries_.size(); }
 
     /// Decodes file `index` (decode_image); DataError naming the file if it cannot be read or decoded,
-    /// is not a JPEG or PNG, has a zero side, exceeds the pixel limit, or does not fit in memory.
+    /// is not a JPEG or PNG, is damaged, has a zero side, exceeds the pixel limit, or does not fit in memory.
     RawImage get(std::size_t index) const override {
         detail::check_index(index, entries_.size(), "ImageFolder " + root_.string());
         const Entry& entry = entries_[index];

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "simmim/data/augment.hpp"
 #include "simmim/data/cifar.hpp"
@@ -23,8 +24,11 @@ struct OpenedDataset {
     std::string format;                   // "idx", "cifar10", "cifar100", "folder"
     Normalization norm;
     int native_size = 0;                  // side of the stored images (0: varies)
-    std::size_t skipped = 0;              // unreadable files skipped (image folders)
-    std::vector<std::string> first_skipped;
+    std::size_t scanned = 0;              // image files found (image folders; 0 for the other formats)
+    std::size_t skipped = 0;              // files skipped as unreadable or damaged (image folders)
+    std::size_t damaged = 0;              // of the skipped: damaged (cut short, corrupt)
+    std::vector<std::string> first_skipped;          // the first (up to 5) skipped files
+    std::vector<std::string> first_skipped_reasons;  // and why each was skipped
 };
 
 /// Opens `path` (or the Debian Fashion-MNIST for "fashion-mnist"). DataError naming the path if it
@@ -56,8 +60,11 @@ inline OpenedDataset open_dataset(const std::string& path_or_name) {
         out.format = "folder";
         auto folder = std::make_shared<ImageFolderDataset>(path);
         const ValidationReport report = folder->validate();
+        out.scanned = report.kept + report.skipped;
         out.skipped = report.skipped;
+        out.damaged = report.damaged;
         out.first_skipped = report.first_skipped_names;
+        out.first_skipped_reasons = report.first_skipped_reasons;
         out.train = folder;
         out.eval = folder;
         out.norm = kImageNetNorm;
