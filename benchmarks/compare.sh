@@ -10,6 +10,7 @@
 #   PEER_VARIANTS  "all" (default) or "quick": the peer environments to try, below
 #   OURS_PASSIVE   1 (default): also run ours with OMP_WAIT_POLICY=PASSIVE and keep the faster; 0: as is only
 #   TABLE_ONLY     1: run nothing, only print the table of the results already in OUT
+#   COMPARE_OPS    1 (default): also the masking and attention rows; 0: the train-step rows only
 #   TRAIN_PRESETS  the train-step presets (default: vit-t4-32 vit-t16-224 vit-s16-224 swin-d32 swin-b-192)
 #   AMP_VARIANTS   the PyTorch train-step precisions tried (default "fp32 bf16": bf16 = torch.autocast("cpu",
 #                  dtype=torch.bfloat16) around the forward, PyTorch's one-line mixed precision on AVX512-BF16)
@@ -35,6 +36,7 @@ THREADS="${1:-$(nproc)}"
 REPS="${REPS:-3}"
 PEER_VARIANTS="${PEER_VARIANTS:-all}"
 OURS_PASSIVE="${OURS_PASSIVE:-1}"
+export COMPARE_OPS="${COMPARE_OPS:-1}"
 export TRAIN_PRESETS="${TRAIN_PRESETS:-vit-t4-32 vit-t16-224 vit-s16-224 swin-d32 swin-b-192}"
 AMP_VARIANTS="${AMP_VARIANTS:-fp32 bf16}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -79,8 +81,10 @@ for variant in "${ours_variants[@]}"; do
     for preset in $TRAIN_PRESETS; do
         run_ours "$variant" "train_$preset" bench_train_step --benchmark_filter="/$preset/"
     done
-    run_ours "$variant" masking bench_masking
-    run_ours "$variant" attention bench_attention --benchmark_filter=fused
+    if [[ "$COMPARE_OPS" == 1 ]]; then
+        run_ours "$variant" masking bench_masking
+        run_ours "$variant" attention bench_attention --benchmark_filter=fused
+    fi
 done
 
 # --- peers -----------------------------------------------------------------------------------------
@@ -120,6 +124,7 @@ for i in "${!peer_labels[@]}"; do
             --presets "${TRAIN_PRESETS// /,}" >"$OUT/peer_train_step__${label}_amp-$amp.jsonl"
     done
     for peer in masking attention; do
+        [[ "$COMPARE_OPS" == 1 ]] || continue
         echo "compare.sh: PyTorch ($label): $peer" >&2
         env "${args[@]}" "$PYTHON" "$ROOT/benchmarks/peer_$peer.py" --threads "$THREADS" \
             >"$OUT/peer_${peer}__$label.jsonl"
@@ -226,35 +231,36 @@ for preset in os.environ.get("TRAIN_PRESETS", " ".join(batches)).split():
         f"{b['peak_frac']:.0%} ({b['GFLOP/s']:.0f} GFLOP/s)", f"{b['peak_rss_MB']:.0f} / {p['peak_rss_MB']:.0f} MB",
         oall, pall)
 
-mask = ours("masking")
-mask_peers = peers("masking")
-for (name, shape), label in (
-        (("mask/generate/192_32_4/batch128", [128, 192, 32, 4]), "mask generation 128 x (192/32/4)"),
-        (("mask/generate/224_32_16/batch128", [128, 224, 32, 16]), "mask generation 128 x (224/32/16)")):
-    ov, b, oall = fastest_ours(mask, name)
-    pl, p, pall = fastest_peer(mask_peers, lambda r: r["case"] == "generate" and r["shape"] == shape, label)
-    add(label + " (numpy peer)", ov, ms(b), f"{ms(b):.3f} ms", pl, p["ms_median"], f"{p['ms_median']:.3f} ms", "-", "-",
-        oall, pall)
-for case, label in (("blend", "mask-token blend (128, 2304, 128), peer blend only"),
-                    ("blend_cat_pos", "mask-token blend + cls + pos (128, 2304, 128)")):
-    ov, b, oall = fastest_ours(mask, "mask/blend/128_2304_128")
-    pl, p, pall = fastest_peer(mask_peers, lambda r: r["case"] == case, label)
-    add(label, ov, ms(b), f"{ms(b):.2f} ms", pl, p["ms_median"], f"{p['ms_median']:.2f} ms", "-", "-", oall, pall)
-ov, b, oall = fastest_ours(mask, "mask/l1_loss_fwdbwd/128_3_192_192_p4")
-pl, p, pall = fastest_peer(mask_peers, lambda r: r["case"] == "l1_loss_fwdbwd", "l1 loss")
-add("masked L1 loss fwd+bwd (128, 3, 192, 192), p 4", ov, ms(b), f"{ms(b):.2f} ms", pl, p["ms_median"],
-    f"{p['ms_median']:.2f} ms", "-", "-", oall, pall)
-
-attention = ours("attention")
-attention_peers = peers("attention")
-for (B, H, N, Dh) in ((8, 12, 197, 64), (64, 3, 65, 64), (1, 12, 1024, 64), (256, 4, 36, 32)):
-    for mode in ("fwd", "fwdbwd"):
-        ov, b, oall = fastest_ours(attention, f"attention/{mode}/fused/B{B}_H{H}_N{N}_Dh{Dh}")
-        pl, p, pall = fastest_peer(attention_peers, lambda r: r["shape"] == [B, H, N, Dh] and r["mode"] == mode,
-                                   f"attention {mode} {B, H, N, Dh}")
-        add(f"attention {'fwd' if mode == 'fwd' else 'fwd+bwd'} (B, H, N, Dh) = ({B}, {H}, {N}, {Dh})", ov, ms(b),
-            f"{ms(b):.2f} ms", pl, p["ms_median"], f"{p['ms_median']:.2f} ms", f"{b['GFLOP/s'] / peak:.0%}", "-",
+if os.environ.get("COMPARE_OPS", "1") == "1":  # the masking and attention rows
+    mask = ours("masking")
+    mask_peers = peers("masking")
+    for (name, shape), label in (
+            (("mask/generate/192_32_4/batch128", [128, 192, 32, 4]), "mask generation 128 x (192/32/4)"),
+            (("mask/generate/224_32_16/batch128", [128, 224, 32, 16]), "mask generation 128 x (224/32/16)")):
+        ov, b, oall = fastest_ours(mask, name)
+        pl, p, pall = fastest_peer(mask_peers, lambda r: r["case"] == "generate" and r["shape"] == shape, label)
+        add(label + " (numpy peer)", ov, ms(b), f"{ms(b):.3f} ms", pl, p["ms_median"], f"{p['ms_median']:.3f} ms", "-", "-",
             oall, pall)
+    for case, label in (("blend", "mask-token blend (128, 2304, 128), peer blend only"),
+                        ("blend_cat_pos", "mask-token blend + cls + pos (128, 2304, 128)")):
+        ov, b, oall = fastest_ours(mask, "mask/blend/128_2304_128")
+        pl, p, pall = fastest_peer(mask_peers, lambda r: r["case"] == case, label)
+        add(label, ov, ms(b), f"{ms(b):.2f} ms", pl, p["ms_median"], f"{p['ms_median']:.2f} ms", "-", "-", oall, pall)
+    ov, b, oall = fastest_ours(mask, "mask/l1_loss_fwdbwd/128_3_192_192_p4")
+    pl, p, pall = fastest_peer(mask_peers, lambda r: r["case"] == "l1_loss_fwdbwd", "l1 loss")
+    add("masked L1 loss fwd+bwd (128, 3, 192, 192), p 4", ov, ms(b), f"{ms(b):.2f} ms", pl, p["ms_median"],
+        f"{p['ms_median']:.2f} ms", "-", "-", oall, pall)
+
+    attention = ours("attention")
+    attention_peers = peers("attention")
+    for (B, H, N, Dh) in ((8, 12, 197, 64), (64, 3, 65, 64), (1, 12, 1024, 64), (256, 4, 36, 32)):
+        for mode in ("fwd", "fwdbwd"):
+            ov, b, oall = fastest_ours(attention, f"attention/{mode}/fused/B{B}_H{H}_N{N}_Dh{Dh}")
+            pl, p, pall = fastest_peer(attention_peers, lambda r: r["shape"] == [B, H, N, Dh] and r["mode"] == mode,
+                                       f"attention {mode} {B, H, N, Dh}")
+            add(f"attention {'fwd' if mode == 'fwd' else 'fwd+bwd'} (B, H, N, Dh) = ({B}, {H}, {N}, {Dh})", ov, ms(b),
+                f"{ms(b):.2f} ms", pl, p["ms_median"], f"{p['ms_median']:.2f} ms", f"{b['GFLOP/s'] / peak:.0%}", "-",
+                oall, pall)
 
 with open(os.path.join(out, "summary.json"), "w") as f:
     json.dump({"threads": int(threads), "peak_GFLOP/s": peak, "rows": summary}, f, indent=1)
