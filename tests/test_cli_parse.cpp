@@ -173,7 +173,7 @@ TEST_CASE("simmim_pretrain parse: bad command lines are one-line usage errors na
         {with_steps({"--vis-count", "0"}), {"--vis-count"}},
         {with_steps({"--save-every", "-1"}), {"--save-every"}},
         {with_steps({"--stop-after", "-1"}), {"--stop-after"}},
-        {with_steps({"--model", "vit-nope"}), {"--model: unknown model preset 'vit-nope' (one of vit-t4-32,", "vit-tiny-test)"}},
+        {with_steps({"--model", "vit-nope"}), {"--model: unknown model preset 'vit-nope' (one of vit-t4-32,", "vit-tiny-test, swin-tiny-test", "swin-clamp-test)"}},
         {with_steps({"--data", "/nonexistent/dir"}), {"--data: no such directory: /nonexistent/dir"}},
         {with_steps({"--resume", "/nonexistent.safetensors"}), {"--resume", "/nonexistent.safetensors"}},
         {with_steps({"--frobnicate"}), {"--frobnicate", "(run with --help)"}},
