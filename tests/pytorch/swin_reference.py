@@ -1,6 +1,6 @@
 """PyTorch reference for simmim: SimMIM with the Swin Transformer encoder, in plain torch.nn.
 
-Written from the specification in /work/shared/swin-reference.md (microsoft/SimMIM
+Written from the official code (microsoft/SimMIM
 ``models/simmim.py`` + ``models/swin_transformer.py``, no timm), as the oracle the C++ Swin encoder
 is checked against (through the fixtures written by make_swin_fixture.py). It holds:
 
