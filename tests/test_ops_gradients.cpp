@@ -2,6 +2,10 @@
 // the forwards. Each check projects the output on a random tensor R: f(x) = <op(x), R>.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
 #include "gradcheck.hpp"
 #include "simmim/ops/attention.hpp"
 #include "simmim/ops/gelu.hpp"
@@ -45,6 +49,43 @@ TEST_CASE("linear forward matches the definition and backward matches finite dif
     CHECK(relative_error(dx, nx, dx.size()) < kTol);
     CHECK(relative_error(dw, nw, dw.size()) < kTol);
     CHECK(relative_error(db, nb, db.size()) < kTol);
+}
+
+TEST_CASE("linear at parallel sizes: bias add, blocked bias gradient and din_beta 0 against a long-double loop", "[ops][linear]") {
+    // M * N above kernels::kParallelMinWork, and M not a multiple of the 256-row blocks of the bias gradient
+    const int M = 777, K = 9, N = 70;
+    const auto x = random_vector(M * K, 21), w = random_vector(N * K, 22), b = random_vector(N, 23), r = random_vector(M * N, 24);
+    std::vector<double> y(M * N);
+    ops::linear_forward(y.data(), x.data(), w.data(), b.data(), M, K, N);
+    std::vector<double> dx(M * K, std::numeric_limits<double>::quiet_NaN()), dw(N * K, 0.25), db(N, -1.0);
+    ops::linear_backward(dx.data(), dw.data(), db.data(), r.data(), x.data(), w.data(), M, K, N, 0.0);  // dx overwritten, never read
+    double ey = 0, ex = 0, ew = 0, eb = 0;
+    for (int i = 0; i < M; ++i)
+        for (int o = 0; o < N; ++o) {
+            long double s = b[o];
+            for (int k = 0; k < K; ++k) s += static_cast<long double>(x[i * K + k]) * w[o * K + k];
+            ey = std::max(ey, std::abs(static_cast<double>(s) - y[i * N + o]));
+        }
+    for (int i = 0; i < M; ++i)
+        for (int k = 0; k < K; ++k) {
+            long double s = 0;
+            for (int o = 0; o < N; ++o) s += static_cast<long double>(r[i * N + o]) * w[o * K + k];
+            ex = std::max(ex, std::abs(static_cast<double>(s) - dx[i * K + k]));
+        }
+    for (int o = 0; o < N; ++o) {
+        long double sb = -1.0;
+        for (int i = 0; i < M; ++i) sb += r[i * N + o];
+        eb = std::max(eb, std::abs(static_cast<double>(sb) - db[o]));
+        for (int k = 0; k < K; ++k) {
+            long double s = 0.25;
+            for (int i = 0; i < M; ++i) s += static_cast<long double>(r[i * N + o]) * x[i * K + k];
+            ew = std::max(ew, std::abs(static_cast<double>(s) - dw[o * K + k]));
+        }
+    }
+    CHECK(ey < 1e-12);
+    CHECK(ex < 1e-12);
+    CHECK(ew < 1e-11);
+    CHECK(eb < 1e-11);
 }
 
 TEST_CASE("layernorm forward has zero mean, unit variance and backward matches finite differences", "[ops][layernorm]") {

@@ -117,6 +117,37 @@ TEST_CASE("patch merging gathers x0, x1, x2, x3 and its scatter is the adjoint",
     CHECK(std::abs(test::dot(out, y) - test::dot(in, sy)) < 1e-9 * std::abs(test::dot(out, y)));
 }
 
+TEMPLATE_TEST_CASE("biased attention matches the scalar reference over head sizes, with and without a mask, accumulating",
+                   "[swin][ops]", float, double) {
+    using T = TestType;
+    const double tol = std::is_same_v<T, float> ? 2e-5 : 1e-12;
+    for (const auto [N, Dh] : {std::pair{1, 3}, {7, 16}, {16, 32}, {36, 13}, {64, 128}, {64, 129}, {65, 8}, {80, 33}}) {
+        CAPTURE(N, Dh);
+        const int B = 4, H = 2, nW = 2;
+        const auto rm = test::random_vector(static_cast<std::size_t>(nW) * N * N, 7, 2.0);
+        const auto rq = test::random_vector(static_cast<std::size_t>(B) * N * 3 * H * Dh, 8);
+        const auto rb = test::random_vector(static_cast<std::size_t>(H) * N * N, 9, 0.5);
+        const auto rd = test::random_vector(static_cast<std::size_t>(B) * N * H * Dh, 10);
+        const std::vector<T> mask(rm.begin(), rm.end()), qkv(rq.begin(), rq.end()), bias(rb.begin(), rb.end()), dout(rd.begin(), rd.end());
+        for (const T* m : {static_cast<const T*>(nullptr), mask.data()}) {
+            std::vector<T> out(dout.size()), lse(static_cast<std::size_t>(B) * H * N), out_ref(out.size()), lse_ref(lse.size());
+            ops::attention_bias_forward(out.data(), lse.data(), qkv.data(), bias.data(), B, N, H, Dh, m, nW);
+            ops::attention_bias_forward_reference(out_ref.data(), lse_ref.data(), qkv.data(), bias.data(), B, N, H, Dh, m, nW);
+            CHECK(test::relative_error(out, out_ref, out.size()) < tol);
+            CHECK(test::relative_error(lse, lse_ref, lse.size()) < tol);
+            // backward accumulates: start from a non-zero dqkv and dbias
+            const auto r0 = test::random_vector(qkv.size(), 11), r1 = test::random_vector(bias.size(), 12);
+            std::vector<T> dqkv(r0.begin(), r0.end()), dbias(r1.begin(), r1.end()), dqkv_ref = dqkv, dbias_ref = dbias;
+            ops::attention_bias_backward(dqkv.data(), dbias.data(), dout.data(), qkv.data(), out.data(), lse.data(), bias.data(), B, N, H,
+                                         Dh, m, nW);
+            ops::attention_bias_backward_reference(dqkv_ref.data(), dbias_ref.data(), dout.data(), qkv.data(), out_ref.data(),
+                                                   lse_ref.data(), bias.data(), B, N, H, Dh, m, nW);
+            CHECK(test::relative_error(dqkv, dqkv_ref, dqkv.size()) < tol);
+            CHECK(test::relative_error(dbias, dbias_ref, dbias.size()) < tol);
+        }
+    }
+}
+
 TEMPLATE_TEST_CASE("windowed attention with a shift mask: fast path = scalar reference; backward = finite differences", "[swin][ops][gradcheck]",
                    float, double) {
     using T = TestType;

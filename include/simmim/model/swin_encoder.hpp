@@ -44,6 +44,7 @@
 #include "simmim/model/parts/patch_embedding.hpp"
 #include "simmim/model/parts/prenorm_buffers.hpp"
 #include "simmim/ops/attention_bias.hpp"
+#include "simmim/ops/copy.hpp"
 #include "simmim/ops/fused.hpp"
 #include "simmim/ops/linear.hpp"
 #include "simmim/ops/window.hpp"
@@ -158,19 +159,17 @@ public:
         }
         // MLP branch: d_mid = dy + LN2'(mlp'(dy))
         mlp.backward(s.d_ln.data(), dy, c.ln2.data(), B, c.mlp, s.mlp);
-        std::copy_n(dy, M * D, s.d_mid.data());
+        ops::copy(s.d_mid.data(), dy, M * D);
         norm2.backward(s.d_mid.data(), s.d_ln.data(), c.mid.data(), c.mean2.data(), c.rstd2.data(), M);
         // attention branch: dx = d_mid + LN1'(qkv'(attn'(proj'(d_mid))))
-        std::fill_n(s.d_attn.data(), M * D, T(0));
-        ops::linear_backward(s.d_attn.data(), proj_w.grad(), proj_b.grad(), s.d_mid.data(), c.attn.data(), proj_w.data(), M, D, D);
-        std::fill_n(s.d_qkv.data(), M * 3 * D, T(0));
+        ops::linear_backward(s.d_attn.data(), proj_w.grad(), proj_b.grad(), s.d_mid.data(), c.attn.data(), proj_w.data(), M, D, D, T(0));
+        ops::fill(s.d_qkv.data(), M * 3 * D, T(0));
         std::fill(s.dbias.begin(), s.dbias.end(), T(0));
         ops::attention_bias_backward(s.d_qkv.data(), s.dbias.data(), s.d_attn.data(), c.qkv.data(), c.attn.data(), c.lse.data(),
                                      c.bias.data(), B * nW, Nw, H, Dh, mask(), nW);
         ops::relative_position_bias_backward(table.grad(), s.dbias.data(), index_.data(), Nw, H);
-        std::fill_n(s.d_ln.data(), M * D, T(0));
-        ops::linear_backward(s.d_ln.data(), qkv_w.grad(), qkv_b.grad(), s.d_qkv.data(), c.ln1.data(), qkv_w.data(), M, D, 3 * D);
-        std::copy_n(s.d_mid.data(), M * D, dx);
+        ops::linear_backward(s.d_ln.data(), qkv_w.grad(), qkv_b.grad(), s.d_qkv.data(), c.ln1.data(), qkv_w.data(), M, D, 3 * D, T(0));
+        ops::copy(dx, s.d_mid.data(), M * D);
         norm1.backward(dx, s.d_ln.data(), x, c.mean1.data(), c.rstd1.data(), M);
         if constexpr (permuted) ops::scatter_rows(din, dx, order_.data(), B, N, D);
     }
@@ -252,10 +251,9 @@ public:
     /// din (B, r*r, C) from dout (B, No, 2C) (overwrites); accumulates the parameter gradients.
     void backward(T* din, const T* dout, int B, const Cache& c, Scratch& s) const {
         const std::ptrdiff_t M = static_cast<std::ptrdiff_t>(B) * No;
-        std::fill_n(s.d_normed.data(), M * Cm, T(0));
         ops::linear_backward(s.d_normed.data(), reduction.grad(), static_cast<T*>(nullptr), dout, c.norm.out.data(), reduction.data(),
-                             M, Cm, 2 * C);
-        std::fill_n(s.d_merged.data(), M * Cm, T(0));
+                             M, Cm, 2 * C, T(0));
+        ops::fill(s.d_merged.data(), M * Cm, T(0));
         norm.backward(s.d_merged.data(), s.d_normed.data(), c.merged.data(), c.norm.mean.data(), c.norm.rstd.data(), M);
         ops::merge_scatter(din, s.d_merged.data(), B, r, C);
     }
@@ -365,7 +363,7 @@ public:
         if (B <= 0) throw std::logic_error("SwinEncoder::backward: needs a forward()");
         const std::ptrdiff_t M = static_cast<std::ptrdiff_t>(B) * Lout;
         T* dlast = last().stack.grad_out();
-        std::fill_n(dlast, M * Dout, T(0));
+        ops::fill(dlast, M * Dout, T(0));
         norm_.backward(dlast, dfeatures, last().stack.output(Last::depth), norm_mean_.data(), norm_rstd_.data(), M);
         const T* dx0 = nullptr;
         for_each_index_reverse([&]<int I>() {

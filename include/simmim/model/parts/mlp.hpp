@@ -7,6 +7,7 @@
 #include <string>
 
 #include "simmim/core/tensor.hpp"
+#include "simmim/ops/copy.hpp"
 #include "simmim/ops/fused.hpp"
 #include "simmim/ops/gelu.hpp"
 #include "simmim/ops/linear.hpp"
@@ -59,12 +60,10 @@ public:
     /// din (B, N, D) = d in from dout (overwritten); accumulates the parameter gradients.
     void backward(T* din, const T* dout, const T* in, int B, const Cache& c, Scratch& s) const {
         const std::ptrdiff_t M = static_cast<std::ptrdiff_t>(B) * N;
-        std::fill_n(s.d_act.data(), M * F, T(0));
-        ops::linear_backward(s.d_act.data(), fc2_w.grad(), fc2_b.grad(), dout, c.act.data(), fc2_w.data(), M, F, D);
-        std::fill_n(s.d_fc1.data(), M * F, T(0));
+        ops::linear_backward(s.d_act.data(), fc2_w.grad(), fc2_b.grad(), dout, c.act.data(), fc2_w.data(), M, F, D, T(0));
+        ops::fill(s.d_fc1.data(), M * F, T(0));
         ops::gelu_backward(s.d_fc1.data(), s.d_act.data(), c.fc1.data(), M * F);
-        std::fill_n(din, M * D, T(0));
-        ops::linear_backward(din, fc1_w.grad(), fc1_b.grad(), s.d_fc1.data(), in, fc1_w.data(), M, D, F);
+        ops::linear_backward(din, fc1_w.grad(), fc1_b.grad(), s.d_fc1.data(), in, fc1_w.data(), M, D, F, T(0));
     }
 
     Param<T, Shape<F, D>> fc1_w;

@@ -23,6 +23,7 @@
 
 #include "simmim/core/tensor.hpp"
 #include "simmim/model/parts/layer_norm.hpp"
+#include "simmim/ops/copy.hpp"
 #include "simmim/ops/fused.hpp"
 #include "simmim/ops/linear.hpp"
 #include "simmim/ops/patch.hpp"
@@ -169,7 +170,7 @@ public:
         }
         if constexpr (E.norm) {
             const std::ptrdiff_t BLr = static_cast<std::ptrdiff_t>(B) * L;
-            std::fill_n(s.d_embed.data(), BLr * D, T(0));
+            ops::fill(s.d_embed.data(), BLr * D, T(0));
             norm.backward(s.d_embed.data(), s.d_normed.data(), c.embed.data(), c.norm.mean.data(), c.norm.rstd.data(), BLr);
         }
         T* dpatches = nullptr;

@@ -22,6 +22,7 @@
 #include "simmim/model/parts/block_stack.hpp"
 #include "simmim/model/parts/layer_norm.hpp"
 #include "simmim/model/parts/patch_embedding.hpp"
+#include "simmim/ops/copy.hpp"
 #include "simmim/ops/tokens.hpp"
 
 namespace simmim {
@@ -73,7 +74,7 @@ public:
         const int B = stack_.batch();
         const std::ptrdiff_t BN = static_cast<std::ptrdiff_t>(B) * N;
         ops::drop_leading_tokens_backward(stack_.spare(), dfeatures, B, N, skip, D);  // zero for the dropped rows
-        std::fill_n(stack_.grad_out(), BN * D, T(0));
+        ops::fill(stack_.grad_out(), BN * D, T(0));
         norm_.backward(stack_.grad_out(), stack_.spare(), stack_.output(stack_.depth()), final_.mean.data(), final_.rstd.data(), BN);
         const T* dx0 = stack_.backward(std::forward<Call>(call));
         embed_.backward(dx0, dimage, B, embed_cache_, embed_scratch_);
