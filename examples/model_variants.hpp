@@ -33,6 +33,7 @@
 #include "simmim/model/swin_encoder.hpp"
 #include "simmim/model/vit_encoder.hpp"
 #include "simmim/model/vit_official.hpp"
+#include "example_presets.hpp"
 #include "training_common.hpp"
 
 namespace simmim::examples {
@@ -172,12 +173,13 @@ void dispatch_model(const ModelChoice& m, F&& f) {
 
 /// For the preset called `name` (ViT or Swin): f.template operator()<Config, Model>() with the model type `m`
 /// asks for (dispatch_model for a ViT; a Swin preset offers its one model with every loss choice). Returns
-/// false for an unknown name; throws UsageError for a variant this binary does not offer.
+/// false for an unknown name; throws UsageError for a variant this binary does not offer or a preset left out of this
+/// build (example_presets.hpp).
 template <class F>
 bool dispatch_preset_model(std::string_view name, const ModelChoice& m, F&& f) {
-    if (dispatch_preset(name, [&]<ViTConfig C>() { dispatch_model<C>(m, [&]<class Model>() { f.template operator()<C, Model>(); }); }))
+    if (dispatch_vit_preset(name, [&]<ViTConfig C>() { dispatch_model<C>(m, [&]<class Model>() { f.template operator()<C, Model>(); }); }))
         return true;
-    return dispatch_swin_preset(name, [&]<SwinConfig C>() {
+    return dispatch_swin(name, [&]<SwinConfig C>() {
         if (!m.model_is_default() || m.drop_path > 0)
             throw UsageError("the Swin presets offer the official Swin model (linear head at full resolution, no drop path) with every "
                              "--loss, --loss-region and --target choice; --vit, --head, --pred-resolution and --drop-path are for the ViT presets");

@@ -336,11 +336,11 @@ int run(const Options& o) {
     simmim::examples::set_threads(o.threads);
     int rc = 0;
     bool supported = true;
-    const bool found = simmim::dispatch_preset(o.model, [&]<simmim::ViTConfig C>() {
+    const bool found = simmim::examples::dispatch_vit_preset(o.model, [&]<simmim::ViTConfig C>() {
         if constexpr (C.image_size <= 32) rc = run<C>(o);
         else supported = false;
     });
-    const bool swin = !found && simmim::dispatch_swin_preset(o.model, [&]<simmim::SwinConfig C>() {
+    const bool swin = !found && simmim::examples::dispatch_swin(o.model, [&]<simmim::SwinConfig C>() {
         if constexpr (C.image_size <= 32) rc = run_swin<C>(o);
         else supported = false;
     });

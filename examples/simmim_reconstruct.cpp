@@ -19,6 +19,7 @@
 #include "simmim/model/swin_encoder.hpp"
 #include "simmim/simmim.hpp"
 #include "cli_errors.hpp"
+#include "example_presets.hpp"
 #include "reconstruct_options.hpp"
 
 namespace {
@@ -115,10 +116,10 @@ int run(const Options& opt) {
         list_models();
         return 0;
     }
-    bool found = simmim::dispatch_preset(opt.model, [&]<simmim::ViTConfig C>() {
+    bool found = simmim::examples::dispatch_vit_preset(opt.model, [&]<simmim::ViTConfig C>() {
         run<simmim::ViTSimMIM<float, C>>(opt, simmim::presets::mask_of<C>());
     });
-    found = found || simmim::dispatch_swin_preset(opt.model, [&]<simmim::SwinConfig C>() {
+    found = found || simmim::examples::dispatch_swin(opt.model, [&]<simmim::SwinConfig C>() {
         run<simmim::SwinSimMIM<float, C>>(opt, simmim::presets::find_swin(opt.model)->mask);
     });
     if (!found) throw simmim::examples::UsageError("unknown model preset '" + opt.model + "' (see --list-models)");

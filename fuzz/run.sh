@@ -9,6 +9,8 @@
 # log in logs/<target>.log. Reproduce a finding with `build-fuzz/fuzz_<target> <file>`; a fixed
 # one goes to tests/regressions/<target>/ (replayed by tests/test_fuzz_regressions.cpp).
 # SIMMIM_FUZZ_SKIP_BUILD=1 runs the binaries as they are (no rebuild after unrelated header edits).
+# SIMMIM_FUZZ_TIMEOUT (seconds, default 20) is the per-input time limit; raise it when the machine is shared
+# or the fuzzers may be paused (a paused process exceeds any wall-clock limit and reports a false timeout).
 # Exits 1 if any target found something.
 set -uo pipefail
 
@@ -47,7 +49,7 @@ for target in "${targets[@]}"; do
   echo "run.sh: fuzzing $target for ${seconds}s (log: $log)"
   started=$SECONDS
   # shellcheck disable=SC2046  # the options are words
-  "$out/fuzz_$target" -max_total_time="$seconds" -timeout=20 -rss_limit_mb=2560 -print_final_stats=1 \
+  "$out/fuzz_$target" -max_total_time="$seconds" -timeout="${SIMMIM_FUZZ_TIMEOUT:-20}" -rss_limit_mb=2560 -print_final_stats=1 \
       -artifact_prefix="$artifacts" $(options_for "$target") "$corpus" "$root/fuzz/corpus/$target" > "$log" 2>&1
   code=$?
   elapsed=$((SECONDS - started))

@@ -13,6 +13,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build_dir=${SIMMIM_ASAN_BUILD_DIR:-$root/build-asan}
 exclude=${SIMMIM_ASAN_EXCLUDE-'^script\.consumer_builds$'}
+# SIMMIM_EXAMPLE_PRESETS (as in scripts/test.sh): the example programs for the presets the tests run only.
 # SIMMIM_EXAMPLES_FEW_VARIANTS: the examples instantiate the ablation model variants for vit-tiny-test only (the
 # preset tests/ablation_cli.sh uses), which keeps the ASan compile of simmim_pretrain within the CI budget.
 sanitize_flags="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all -DSIMMIM_EXAMPLES_FEW_VARIANTS"
@@ -21,6 +22,7 @@ sanitize_flags="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-saniti
 # 3-6x faster (test_attention_fused.cpp: 266 s -> 62 s, test_checkpoint.cpp: 165 s -> 26 s, one core)
 # and reports still name file and line.
 cmake -S "$root" -B "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSIMMIM_BUILD_BENCHMARKS=OFF \
+      -DSIMMIM_EXAMPLE_PRESETS="${SIMMIM_TEST_PRESETS:-vit-tiny-test;vit-t4-32;vit-t4-32-c1;vit-t16-224;swin-tiny-test;swin-d32}" \
       -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG" -DCMAKE_CXX_FLAGS="$sanitize_flags" \
       -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined"
 cmake --build "$build_dir" -j"$(nproc)"

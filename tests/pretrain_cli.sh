@@ -64,6 +64,15 @@ expect_usage "missing data directory" --model vit-tiny-test --steps 3 --data /no
 expect_usage "missing resume file" --model vit-tiny-test --steps 3 --resume /nonexistent.safetensors
 expect_usage "unknown option" --model vit-tiny-test --steps 3 --frobnicate
 expect_usage "resume with another configuration" --model vit-tiny-test --batch 8 --steps 14 --seed 12 --resume "$tmp/full/checkpoint.safetensors"
+# a preset left out of this build (-DSIMMIM_EXAMPLE_PRESETS, as scripts/test.sh builds) is a usage error naming the option
+"$bin" --model vit-b16-224 --steps 1 --head mlp --out "$tmp/usage" > "$tmp/u.log" 2>&1  # exits 2 in any build (no MLP head there)
+code=$?
+if grep -q "SIMMIM_EXAMPLE_PRESETS" "$tmp/u.log"; then
+    [ $code -eq 2 ] && grep -q "the preset 'vit-b16-224' is not compiled into this build" "$tmp/u.log" && [ ! -e "$tmp/usage/metrics.jsonl" ] &&
+        ok "usage error: a preset left out of this build" || bad "left-out preset gave code $code: $(head -3 "$tmp/u.log")"
+else
+    echo "note: vit-b16-224 is compiled into this build (SIMMIM_EXAMPLE_PRESETS unset), so the left-out preset check does not apply"
+fi
 
 # 4. a non-finite gradient stops the run naming the step and the tensor, leaving the last checkpoint untouched;
 #    with --skip-nonfinite the step is skipped and counted
