@@ -23,7 +23,8 @@ struct Options {
     int epochs = 0, batch = 64, probe_block = -1, threads = 0;
     double base_lr = 0, warmup_epochs = -1, warmup_lr = 2.5e-7, min_lr = 2.5e-7, weight_decay = 0.05, layer_decay = 0.65,
            label_smoothing = 0.1, clip = 5.0;
-    std::uint64_t seed = 0;
+    double label_fraction = 1.0;   // train on a class-balanced fraction of the labelled images (data/subset.hpp)
+    std::uint64_t seed = 0, label_seed = 0;
     std::int64_t log_every = 50, max_train = 0, max_test = 0;
     bool strict_images = false;  // a damaged or unreadable file in an image folder is an error, not skipped
 };
@@ -65,6 +66,10 @@ inline Parsed<Options> parse(int argc, const char* const* argv) {
     app.add_option("--layer-decay", o.layer_decay, "Layer-wise lr decay (fine-tuning)")->check(in_range<double>(0, 1, "(]"))->capture_default_str();
     app.add_option("--label-smoothing", o.label_smoothing, "Label smoothing (fine-tuning)")->check(in_range<double>(0, 1, "[)"))->capture_default_str();
     app.add_option("--probe-block", o.probe_block, "Block whose output is probed (default 2/3 of the depth)")->check(at_least<int>(1));
+    app.add_option("--label-fraction", o.label_fraction,
+                   "Train on this class-balanced fraction of the labelled training images (e.g. 0.1, 0.01), drawn by --label-seed")
+        ->check(in_range<double>(0, 1, "(]"))->capture_default_str();
+    app.add_option("--label-seed", o.label_seed, "Seed of the --label-fraction subset (fixed apart from --seed)")->capture_default_str();
     app.add_option("--seed", o.seed, "Seed of head init, data order and augmentation")->capture_default_str();
     app.add_option("--threads", o.threads, "OpenMP threads (default: all cores)")->check(at_least<int>(0));
     app.add_option("--out", o.out, "Output directory")->capture_default_str();

@@ -19,6 +19,7 @@
 
 #include "simmim/data/loader.hpp"
 #include "simmim/data/open.hpp"
+#include "simmim/data/subset.hpp"
 #include "simmim/io/checkpoint.hpp"
 #include "simmim/model/classifier.hpp"
 #include "simmim/model/swin_resample.hpp"
@@ -171,7 +172,8 @@ int finetune(const Options& o, const simmim::data::OpenedDataset& data, std::siz
     io::write_safetensors(fs::path(o.out) / "model.safetensors", weights);
     std::ofstream(fs::path(o.out) / "summary.json") << nlohmann::json{{"mode", "finetune"}, {"model", o.model}, {"init", o.init.empty() ? "random" : o.init},
                                                                       {"epochs", o.epochs}, {"test_top1", top1}, {"wall_s", seconds_since(t0)},
-                                                                      {"curve", curve}}.dump(2);
+                                                                      {"train_images", n_train}, {"label_fraction", o.label_fraction},
+                                                                      {"label_seed", o.label_seed}, {"curve", curve}}.dump(2);
     std::printf("done: test top-1 %.2f%%; wrote %s/{metrics.jsonl,summary.json,model.safetensors}\n", 100 * top1, o.out.c_str());
     return 0;
 }
@@ -273,7 +275,9 @@ int linprobe(const Options& o, const simmim::data::OpenedDataset& data, std::siz
     }
     std::ofstream(fs::path(o.out) / "summary.json") << nlohmann::json{{"mode", "linprobe"}, {"model", o.model}, {"init", o.init.empty() ? "random" : o.init},
                                                                       {"block", block}, {"epochs", o.epochs}, {"test_top1", top1},
-                                                                      {"wall_s", seconds_since(t0)}, {"curve", curve}}.dump(2);
+                                                                      {"wall_s", seconds_since(t0)}, {"train_images", n_train},
+                                                                      {"label_fraction", o.label_fraction}, {"label_seed", o.label_seed},
+                                                                      {"curve", curve}}.dump(2);
     std::printf("done: linear probe of %s, test top-1 %.2f%%; wrote %s/{metrics.jsonl,summary.json}\n",
                 by_block ? ("block " + std::to_string(block)).c_str() : "the final features", 100 * top1, o.out.c_str());
     return 0;
@@ -285,10 +289,19 @@ int with_data(const Options& o, F&& f) {
     using namespace simmim;
     examples::prepare_output_dir(o.out);
     const auto out_lock = examples::OutputLock::acquire(o.out, "simmim_finetune");  // one run per output directory
-    const auto data = data::open_dataset(o.data);
+    auto data = data::open_dataset(o.data);
     examples::report_image_scan(data, o.data, o.strict_images);
     const int K = data.train->num_classes();
-    const std::size_t n_train = o.max_train > 0 ? std::min<std::size_t>(o.max_train, data.train->size()) : data.train->size();
+    std::size_t n_train = o.max_train > 0 ? std::min<std::size_t>(o.max_train, data.train->size()) : data.train->size();
+    if (o.label_fraction < 1.0) {  // the label-scarce evaluations: a class-balanced subset of the (first n_train) images
+        auto indices = data::class_balanced_subset(*data.train, n_train, o.label_fraction, o.label_seed);
+        char fraction[32];
+        std::snprintf(fraction, sizeof fraction, "%g", o.label_fraction);
+        const std::string what = "a class-balanced " + std::string(fraction) + " of the labels (label seed " +
+                                 std::to_string(o.label_seed) + ", " + std::to_string(indices.size()) + " images)";
+        data.train = std::make_shared<data::SubsetDataset>(data.train, std::move(indices), what);
+        n_train = data.train->size();
+    }
     const std::size_t n_test = o.max_test > 0 ? std::min<std::size_t>(o.max_test, data.eval->size()) : data.eval->size();
     if (n_train < static_cast<std::size_t>(o.batch)) throw UsageError("--batch is larger than the training set");
     std::printf("simmim_finetune: %s %s of %s (%s) on %s: %zu train / %zu test images, %d classes, %d threads\n", o.mode.c_str(),

@@ -141,6 +141,7 @@ inline void finetune_oracle(const examples::finetune::Options& o) {
     for (const double v : {o.warmup_lr, o.min_lr, o.weight_decay}) need(finite_in(v, 0, HUGE_VAL), "a learning rate or weight decay " + std::to_string(v));
     need(std::isfinite(o.layer_decay) && o.layer_decay > 0 && o.layer_decay <= 1, "--layer-decay " + std::to_string(o.layer_decay));
     need(std::isfinite(o.label_smoothing) && o.label_smoothing >= 0 && o.label_smoothing < 1, "--label-smoothing " + std::to_string(o.label_smoothing));
+    need(std::isfinite(o.label_fraction) && o.label_fraction > 0 && o.label_fraction <= 1, "--label-fraction " + std::to_string(o.label_fraction));
     need(o.threads >= 0, "--threads " + std::to_string(o.threads));
 }
 

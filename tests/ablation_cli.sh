@@ -10,6 +10,7 @@
 #     stopped + resumed official run with drop path logs the same losses bit for bit;
 #  4. combinations the binary does not offer, unknown names and bad values are usage errors (exit 2);
 #  5. simmim_finetune --mode linprobe recognises an official-ViT checkpoint; --mode finetune refuses it.
+#  6. simmim_finetune --label-fraction draws max(1, round(f n_c)) images of every class.
 # Usage: ablation_cli.sh <build dir> <source dir>
 set -u
 build=${1:?build dir}
@@ -144,6 +145,21 @@ expect_usage "drop path 1" --model vit-tiny-test --steps 2 --vit official --drop
 [ $? -ne 0 ] && ok "linprobe --vit common of an official checkpoint fails (missing tensors)" || bad "linprobe --vit common accepted an official checkpoint"
 "$ft" --mode finetune --model vit-tiny-test --init "$tmp/official/checkpoint.safetensors" --epochs 1 --out "$tmp/ft" > "$tmp/ft.log" 2>&1
 [ $? -eq 2 ] && [ ! -e "$tmp/ft" ] && ok "finetune of an official checkpoint is a usage error before any work" || bad "finetune of an official checkpoint: $(tail -1 "$tmp/ft.log")"
+
+# 6. --label-fraction: a class-balanced subset of the first --max-train images, max(1, round(0.1 n_c)) of every class
+#    (the expected count from the label file itself)
+expected=$("$PY" - <<'EOF'
+import collections, gzip
+labels = gzip.open("/usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz").read()[8:8 + 300]
+print(sum(max(1, int(0.1 * n + 0.5)) for n in collections.Counter(labels).values()))
+EOF
+)
+"$ft" --mode linprobe --model vit-tiny-test --init "$tmp/official/checkpoint.safetensors" --epochs 1 --max-train 300 --max-test 100 \
+    --batch 8 --label-fraction 0.1 --label-seed 3 --threads 2 --out "$tmp/lp3" > "$tmp/lp3.log" 2>&1
+got=$(grep -o '"train_images": *[0-9]*' "$tmp/lp3/summary.json" 2>/dev/null | grep -o '[0-9]*$')
+[ -n "$expected" ] && [ "$got" = "$expected" ] && grep -q "class-balanced 0.1 of the labels (label seed 3, $expected images)" "$tmp/lp3.log" &&
+    ok "linprobe --label-fraction 0.1 trains on $got class-balanced images of 300" ||
+    bad "--label-fraction 0.1: $got training images, expected $expected: $(tail -2 "$tmp/lp3.log")"
 
 echo "ablation_cli: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -207,8 +207,11 @@ TEST_CASE("simmim_finetune parse: good and bad command lines", "[cli][parse]") {
     {
         const auto p = parse_args(parse, {"--mode", "linprobe", "--model", "vit-tiny-test", "--vit", "official", "--init", scratch.file(), "--epochs",
                                           "1", "--probe-block", "2", "--max-train", "300", "--max-test", "0", "--data", scratch.dir.string(),
-                                          "--layer-decay", "1", "--label-smoothing", "0", "--warmup-epochs", "0.5"});
+                                          "--layer-decay", "1", "--label-smoothing", "0", "--warmup-epochs", "0.5", "--label-fraction", "0.01",
+                                          "--label-seed", "5"});
         REQUIRE(p);
+        CHECK(p.options->label_fraction == 0.01);
+        CHECK(p.options->label_seed == 5);
         CHECK(p.options->mode == "linprobe");
         CHECK(p.options->init == scratch.file());
         CHECK(p.options->probe_block == 2);
@@ -241,6 +244,9 @@ TEST_CASE("simmim_finetune parse: good and bad command lines", "[cli][parse]") {
         {with_epochs({"--layer-decay", "0"}), {"--layer-decay: must be a finite number in (0, 1]"}},
         {with_epochs({"--layer-decay", "nan"}), {"--layer-decay"}},
         {with_epochs({"--label-smoothing", "1"}), {"--label-smoothing: must be a finite number in [0, 1)"}},
+        {with_epochs({"--label-fraction", "0"}), {"--label-fraction: must be a finite number in (0, 1]"}},
+        {with_epochs({"--label-fraction", "1.5"}), {"--label-fraction"}},
+        {with_epochs({"--label-fraction", "nan"}), {"--label-fraction"}},
         {with_epochs({"--probe-block", "0"}), {"--probe-block"}},
         {with_epochs({"--mode", "linprobe", "--model", "vit-tiny-test", "--probe-block", "3"}), {"--probe-block must lie in [1, 2]"}},
         {with_epochs({"--log-every", "0"}), {"--log-every"}},

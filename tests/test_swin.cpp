@@ -78,7 +78,7 @@ double sampled_fd_error(double* x, const double* analytic, std::size_t n, const 
 }  // namespace
 
 TEST_CASE("window order is roll(-s) + window_partition, and attn_mask is the official -100 / 0 mask", "[swin][ops]") {
-    for (const auto [r, ws, s] : {std::tuple{8, 4, 2}, std::tuple{8, 4, 0}, std::tuple{12, 6, 3}, std::tuple{4, 4, 0}, std::tuple{6, 2, 1}}) {
+    for (const auto& [r, ws, s] : {std::tuple{8, 4, 2}, std::tuple{8, 4, 0}, std::tuple{12, 6, 3}, std::tuple{4, 4, 0}, std::tuple{6, 2, 1}}) {
         INFO("r " << r << " ws " << ws << " s " << s);
         const auto order = ops::window_order(r, ws, s);
         const auto want = official_roll_partition(r, ws, s);
@@ -121,7 +121,7 @@ TEMPLATE_TEST_CASE("biased attention matches the scalar reference over head size
                    "[swin][ops]", float, double) {
     using T = TestType;
     const double tol = std::is_same_v<T, float> ? 2e-5 : 1e-12;
-    for (const auto [N, Dh] : {std::pair{1, 3}, {7, 16}, {16, 32}, {36, 13}, {64, 128}, {64, 129}, {65, 8}, {80, 33}}) {
+    for (const auto& [N, Dh] : {std::pair{1, 3}, {7, 16}, {16, 32}, {36, 13}, {64, 128}, {64, 129}, {65, 8}, {80, 33}}) {
         CAPTURE(N, Dh);
         const int B = 4, H = 2, nW = 2;
         const auto rm = test::random_vector(static_cast<std::size_t>(nW) * N * N, 7, 2.0);
