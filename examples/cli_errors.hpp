@@ -48,6 +48,14 @@ struct Parsed {
     explicit operator bool() const { return options.has_value(); }
 };
 
+/// Whether run_main() prints the help and the errors it reports (true unless turned off): the ranks of a
+/// distributed run other than rank 0 turn it off, since every rank meets the same parse and usage errors and
+/// one report is enough (examples/distributed.hpp).
+inline bool& report_errors() {
+    static bool on = true;
+    return on;
+}
+
 /// `message` on one line: line breaks become spaces.
 inline std::string one_line(std::string message) {
     std::replace(message.begin(), message.end(), '\n', ' ');
@@ -57,6 +65,7 @@ inline std::string one_line(std::string message) {
 
 /// Prints "<program>: error: <message>" on stderr, as one line.
 inline void print_error(const char* program, const std::string& message) {
+    if (!report_errors()) return;
     std::fprintf(stderr, "%s: error: %s\n", program, one_line(message).c_str());
     std::fflush(stderr);
 }
@@ -94,7 +103,7 @@ template <class Parse, class Run>
 int run_main(const char* program, int argc, char** argv, Parse&& parse, Run&& run) {
     const auto parsed = parse(argc, static_cast<const char* const*>(argv));
     if (!parsed) {
-        if (!parsed.help.empty()) {
+        if (!parsed.help.empty() && report_errors()) {
             std::fputs(parsed.help.c_str(), stdout);
             std::fflush(stdout);
         }

@@ -117,6 +117,9 @@ public:
     void backward(T* dpred, T* dtarget, T dloss, const T* pred, const T* target, const T* mask, int B) const {
         std::visit([&](const auto& l) { l.backward(dpred, dtarget, dloss, pred, target, mask, B); }, any_);
     }
+    double denominator(const T* mask, int B) const {
+        return std::visit([&](const auto& l) { return l.denominator(mask, B); }, any_);
+    }
 
 private:
     template <std::size_t... I>

@@ -35,6 +35,10 @@ struct Options {
     bool skip_nonfinite = false;
     bool strict_images = false;  // a damaged or unreadable file in an image folder is an error, not skipped
     std::int64_t inject_nan_at = -1;  // testing: poison one gradient element at this step
+    // distributed runs (mpirun / srun; docs/distributed.md)
+    std::int64_t check_sync = 0;      // every K steps, compare the parameters of the ranks (0: never)
+    double bucket_mb = 4;             // size of the gradient buckets reduced while backward runs
+    std::int64_t inject_desync_at = -1;  // testing: change one parameter of the last rank after this step
     simmim::examples::ModelChoice variant;  // ablations: ViT form, head, loss, target, resolution
 };
 
@@ -80,6 +84,12 @@ inline Parsed<Options> parse(int argc, const char* const* argv) {
     app.add_option("--vis-count", o.vis_count, "Validation images in the reconstruction picture")->check(at_least<int>(1))->capture_default_str();
     app.add_option("--stop-after", o.stop_after, "Stop (saving a checkpoint) after N steps of this invocation, as if interrupted")->check(at_least<i64>(0));
     app.add_option("--inject-nan-at", o.inject_nan_at, "Testing: make one gradient element NaN at this step")->group("");
+    const char* distributed = "Distributed (under mpirun or srun; docs/distributed.md)";
+    app.add_option("--check-sync", o.check_sync, "Every K steps, check that every rank holds the same parameters (0: never)")
+        ->check(at_least<i64>(0))->capture_default_str()->group(distributed);
+    app.add_option("--bucket-mb", o.bucket_mb, "Size in MB of the gradient buckets summed over the ranks while backward runs")
+        ->check(in_range<double>(0, 1024, "(]"))->capture_default_str()->group(distributed);
+    app.add_option("--inject-desync-at", o.inject_desync_at, "Testing: change one parameter of the last rank after this step")->group("");
     auto& v = o.variant;
     const char* ablation = "Ablations (docs/ablations.md)";
     app.add_option("--vit", v.vit, "ViT form: common (timm) or official (SimMIM/BEiT: relative position bias, layer scale, q/v bias)")

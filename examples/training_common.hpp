@@ -118,10 +118,15 @@ inline std::string format_duration(double seconds) {
 }
 
 /// A live progress line on a terminal (rewritten in place), plain lines every log_every steps otherwise.
+/// `shown` false: nothing is printed (the ranks of a distributed run but rank 0), the rest works alike.
+/// `live` false: plain lines even on a terminal (under mpirun, whose pseudo-terminal is not the user's).
 class Progress {
 public:
-    Progress(std::int64_t total, std::int64_t start, std::int64_t log_every)
-        : total_(total), start_(start), log_every_(log_every), tty_(isatty(fileno(stdout)) != 0), t0_(clock::now()), last_(t0_) {}
+    Progress(std::int64_t total, std::int64_t start, std::int64_t log_every, bool shown = true, bool live = true)
+        : total_(total), start_(start), log_every_(log_every), shown_(shown), tty_(shown && live && isatty(fileno(stdout)) != 0),
+          t0_(clock::now()), last_(t0_) {}
+    /// Text shown after the images per second, e.g. "2 ranks x 1 threads" (whose images the figure counts).
+    void set_tag(std::string tag) { tag_ = " (" + std::move(tag) + ")"; }
 
     /// Records a finished step; returns true when this step is a logged one.
     bool update(std::int64_t step, std::int64_t epoch, double loss, double lr, double gnorm, int batch) {
@@ -133,10 +138,10 @@ public:
         const bool log_now = step % log_every_ == 0 || step == total_;
         const double elapsed = std::chrono::duration<double>(now - t0_).count();
         const double eta = elapsed / double(step - start_) * double(total_ - step);
-        if (tty_ || log_now) {
-            std::printf("%sstep %lld/%lld  epoch %lld  loss %.4f  lr %.3g  grad-norm %.3f  %.1f img/s  ETA %s%s", tty_ ? "\r\033[K" : "",
+        if (shown_ && (tty_ || log_now)) {
+            std::printf("%sstep %lld/%lld  epoch %lld  loss %.4f  lr %.3g  grad-norm %.3f  %.1f img/s%s  ETA %s%s", tty_ ? "\r\033[K" : "",
                         static_cast<long long>(step), static_cast<long long>(total_), static_cast<long long>(epoch), loss, lr, gnorm, ips_,
-                        format_duration(eta).c_str(), tty_ ? "" : "\n");
+                        tag_.c_str(), format_duration(eta).c_str(), tty_ ? "" : "\n");
             std::fflush(stdout);
         }
         return log_now;
@@ -150,7 +155,8 @@ public:
 private:
     using clock = std::chrono::steady_clock;
     std::int64_t total_, start_, log_every_;
-    bool tty_;
+    bool shown_, tty_;
+    std::string tag_;
     clock::time_point t0_, last_;
     double ips_ = 0;
 };

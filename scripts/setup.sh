@@ -8,7 +8,7 @@ set -euo pipefail
 
 packages=(build-essential cmake libeigen3-dev libxsimd-dev catch2 libbenchmark-dev nlohmann-json3-dev
           libcli11-dev libfmt-dev libstb-dev zlib1g-dev libjpeg62-turbo-dev libpng-dev
-          dataset-fashion-mnist)
+          libopenmpi-dev openmpi-bin dataset-fashion-mnist)
 peer_packages=(python3-torch python3-numpy python3-matplotlib libopenblas0-pthread)
 
 for arg in "$@"; do

@@ -887,6 +887,40 @@ TEST_CASE("BatchLoader: batch s is a pure function of (seed, s) for any prefetch
     for (std::size_t e = 0; e < 3; ++e) CHECK(seen_per_epoch[e].size() == 36);  // a permutation, last 1 dropped
 }
 
+TEST_CASE("BatchLoader: the sample slices of a data-parallel run are the whole batch's samples", "[data][loader][distributed]") {
+    const auto ds = std::make_shared<const SyntheticDataset>(37);
+    const AugmentConfig cfg = loader_config();
+    const int B = 7;
+    const std::uint64_t seed = 99;
+    const std::size_t per = 3 * 4 * 4;
+    // slices of 2, 2, 3 (three ranks) and of 7 (one), resumed at step 3 for one of them
+    std::vector<std::unique_ptr<simmim::data::BatchLoader>> parts;
+    parts.push_back(std::make_unique<simmim::data::BatchLoader>(ds, cfg, B, seed, 0, 2, 1, simmim::data::SampleSlice{0, 2}));
+    parts.push_back(std::make_unique<simmim::data::BatchLoader>(ds, cfg, B, seed, 0, 3, 2, simmim::data::SampleSlice{2, 2}));
+    parts.push_back(std::make_unique<simmim::data::BatchLoader>(ds, cfg, B, seed, 0, 1, 1, simmim::data::SampleSlice{4, 3}));
+    simmim::data::BatchLoader last_resumed(ds, cfg, B, seed, 3, 2, 1, simmim::data::SampleSlice{4, 3});
+    for (std::int64_t step = 0; step < 12; ++step) {  // past the end of epoch 0 (5 steps per epoch)
+        INFO("step " << step);
+        const simmim::data::Batch whole = expected_batch(*ds, cfg, B, seed, step);
+        int first = 0;
+        for (auto& loader : parts) {
+            const simmim::data::Batch part = loader->next();
+            REQUIRE(part.step == step);
+            REQUIRE(part.epoch == whole.epoch);
+            const int n = part.batch_size;
+            REQUIRE(part.images.size() == per * static_cast<std::size_t>(n));
+            CHECK(std::vector<std::int64_t>(whole.indices.begin() + first, whole.indices.begin() + first + n) == part.indices);
+            CHECK(std::vector<int>(whole.labels.begin() + first, whole.labels.begin() + first + n) == part.labels);
+            CHECK(std::equal(part.images.begin(), part.images.end(), whole.images.begin() + static_cast<std::ptrdiff_t>(per) * first));
+            if (first == 4 && step >= 3) CHECK(last_resumed.next().images == part.images);
+            first += n;
+        }
+        CHECK(first == B);
+    }
+    CHECK_THROWS_AS(simmim::data::BatchLoader(ds, cfg, B, seed, 0, 2, 1, simmim::data::SampleSlice{5, 3}), DataError);
+    CHECK_THROWS_AS(simmim::data::BatchLoader(ds, cfg, B, seed, 0, 2, 1, simmim::data::SampleSlice{-1, 2}), DataError);
+}
+
 TEST_CASE("BatchLoader: worker exceptions are re-thrown from next() at their step", "[data][loader]") {
     const int B = 4;
     const std::uint64_t seed = 5;

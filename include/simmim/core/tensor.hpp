@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <new>
 #include <stdexcept>
 #include <string>
@@ -229,8 +230,35 @@ public:
         zero_grad();
     }
 
+    // ---- gradient groups: when a backward pass makes gradients final (dist/mpi.hpp overlaps its allreduce) ----
+    /// The parameters [first, end) (indices into params()) whose gradients a backward pass makes final
+    /// together, before the backward has ended: a transformer block's (model/parts/block_stack.hpp
+    /// registers one group per block). Groups are registered in parameter order and their gradients become
+    /// final in the reverse order; parameters in no group are final only when backward() returns.
+    struct GradGroup {
+        std::size_t first = 0, end = 0;
+    };
+    /// Registers the group [first, end) (must follow the previous group); returns its index.
+    std::size_t add_grad_group(std::size_t first, std::size_t end) {
+        if (first > end || end > infos_.size() || (!groups_.empty() && first < groups_.back().end))
+            throw std::logic_error("ParamArena: gradient group [" + std::to_string(first) + ", " + std::to_string(end) +
+                                   ") out of order or out of range");
+        groups_.push_back({first, end});
+        return groups_.size() - 1;
+    }
+    const std::vector<GradGroup>& grad_groups() const noexcept { return groups_; }
+    /// `hook(group)` is called, on the thread that runs backward, as soon as the gradients of that group are
+    /// final; an empty function removes it.
+    void set_grad_ready_hook(std::function<void(std::size_t)> hook) { grad_ready_ = std::move(hook); }
+    /// Called by the part that owns `group` when its gradients are final.
+    void notify_grad_ready(std::size_t group) const {
+        if (grad_ready_) grad_ready_(group);
+    }
+
 private:
     std::vector<ParamInfo> infos_;
+    std::vector<GradGroup> groups_;
+    std::function<void(std::size_t)> grad_ready_;
     AlignedVector<T> values_, grads_;
     std::size_t total_ = 0;
     bool allocated_ = false;

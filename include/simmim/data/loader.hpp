@@ -8,6 +8,11 @@
 // So resuming at first_step = k yields exactly the batches an uninterrupted run would have seen,
 // whatever the prefetch depth or worker count.
 //
+// A data-parallel run (dist/mpi.hpp) gives each process a SampleSlice of every batch: samples
+// first .. first + count - 1 of the batch above, with the same dataset indices and augmentation draws
+// (sample j is still order[p * B + j] with Rng(derive_seed(seed, 2, s, j))), so the processes' slices
+// together are exactly the batch one process would load, as PyTorch's DistributedSampler does.
+//
 // Threads: `workers` background threads each build whole batches, at most `prefetch` steps ahead
 // of the consumer (so workers beyond prefetch stay idle). next() is meant for one consumer thread.
 #pragma once
@@ -43,6 +48,11 @@ struct Batch {
     std::vector<std::int64_t> indices;  // (B) dataset indices
 };
 
+/// Which samples of every batch a loader builds: [first, first + count) of the batch; count 0 is all of them.
+struct SampleSlice {
+    int first = 0, count = 0;
+};
+
 namespace detail {
 
 /// The sample order of one epoch: Fisher-Yates over 0..n-1 with Rng(derive_seed(seed, 1, epoch)).
@@ -62,11 +72,18 @@ inline std::vector<std::int64_t> epoch_order(std::size_t n, std::uint64_t seed, 
 class BatchLoader {
 public:
     /// Starts the worker threads. DataError if dataset is null, batch_size < 1, the dataset holds
-    /// fewer than batch_size images, first_step < 0, prefetch < 1, workers < 1, or cfg is invalid.
+    /// fewer than batch_size images, first_step < 0, prefetch < 1, workers < 1, cfg is invalid, or the
+    /// slice is not within the batch. batch_size is the whole batch; the batches hold slice.count samples
+    /// (batch_size when slice.count is 0).
     BatchLoader(std::shared_ptr<const Dataset> dataset, AugmentConfig cfg, int batch_size, std::uint64_t seed,
-                std::int64_t first_step = 0, int prefetch = 4, int workers = 1)
+                std::int64_t first_step = 0, int prefetch = 4, int workers = 1, SampleSlice slice = {})
         : dataset_(std::move(dataset)), cfg_(std::move(cfg)), batch_size_(batch_size), seed_(seed), prefetch_(prefetch),
           next_claim_(first_step), next_deliver_(first_step) {
+        slice_first_ = slice.first;
+        slice_count_ = slice.count == 0 ? batch_size : slice.count;
+        if (slice.first < 0 || slice.count < 0 || slice.first + slice_count_ > batch_size)
+            throw DataError("BatchLoader: sample slice [" + std::to_string(slice.first) + ", " + std::to_string(slice.first + slice_count_) +
+                            ") is not within the batch of " + std::to_string(batch_size));
         if (!dataset_) throw DataError("BatchLoader: dataset is null");
         if (batch_size < 1) throw DataError("BatchLoader: batch_size must be >= 1, found " + std::to_string(batch_size));
         if (dataset_->size() < static_cast<std::size_t>(batch_size))
@@ -144,15 +161,15 @@ private:
         Batch batch;
         batch.step = step;
         batch.epoch = epoch;
-        batch.batch_size = batch_size_;
+        batch.batch_size = slice_count_;
         batch.channels = C;
         batch.size = S;
-        batch.images.resize(static_cast<std::size_t>(batch_size_) * sample_floats);  // (B, C, S, S)
-        batch.labels.resize(static_cast<std::size_t>(batch_size_));
-        batch.indices.resize(static_cast<std::size_t>(batch_size_));
-        for (int j = 0; j < batch_size_; ++j) {
+        batch.images.resize(static_cast<std::size_t>(slice_count_) * sample_floats);  // (B, C, S, S)
+        batch.labels.resize(static_cast<std::size_t>(slice_count_));
+        batch.indices.resize(static_cast<std::size_t>(slice_count_));
+        for (int j = slice_first_; j < slice_first_ + slice_count_; ++j) {
             if (stop_flag_.load(std::memory_order_relaxed)) break;  // the destructor is waiting; nobody reads this batch
-            const std::size_t slot = static_cast<std::size_t>(j);
+            const std::size_t slot = static_cast<std::size_t>(j - slice_first_);
             const std::int64_t index = (*order)[static_cast<std::size_t>(position * batch_size_ + j)];
             const RawImage image = dataset_->get(static_cast<std::size_t>(index));
             Rng rng(derive_seed(seed_, 2, static_cast<std::uint64_t>(step), static_cast<std::uint64_t>(j)));
@@ -188,6 +205,7 @@ private:
     std::shared_ptr<const Dataset> dataset_;
     AugmentConfig cfg_;
     int batch_size_;
+    int slice_first_ = 0, slice_count_ = 0;  // the samples of each batch this loader builds
     std::uint64_t seed_;
     std::int64_t prefetch_;
     std::int64_t steps_per_epoch_ = 0;

@@ -7,6 +7,7 @@
 
 #include "simmim/core/geometry.hpp"
 #include "simmim/ops/masked_l1.hpp"
+#include "simmim/ops/pixel_loss.hpp"
 
 namespace simmim {
 
@@ -21,6 +22,9 @@ struct MaskedL1Loss {
     T forward(const T* pred, const T* target, const T* mask, int B) const {
         return ops::masked_l1_forward(pred, target, mask, B, Cin, S, p);
     }
+    /// What forward() divides the summed error by: (masked pixels + 1e-5) * C. A loss over a batch split into
+    /// parts is the sum of the parts' losses weighted by denominator(part) / denominator(batch).
+    double denominator(const T* mask, int B) const { return ops::detail::pixel_loss_denominator<true>(mask, B, Cin, S, p); }
     /// Accumulates dloss * d/dpred into dpred, and d/dtarget into dtarget when not null.
     void backward(T* dpred, T* dtarget, T dloss, const T* pred, const T* target, const T* mask, int B) const {
         ops::masked_l1_backward(dpred, dtarget, dloss, pred, target, mask, B, Cin, S, p);

@@ -104,6 +104,11 @@ public:
         else return ops::pixel_loss_forward<squared, masked_only>(pred, tgt, mask, B, Cin, R, r);
     }
 
+    /// What forward() divides the summed error by: (masked pixels + 1e-5) * C, or B * C * R * R for all pixels. A
+    /// loss over a batch split into parts is the sum of the parts' losses weighted by denominator(part) /
+    /// denominator(batch) (dist/mpi.hpp).
+    double denominator(const T* mask, int B) const { return ops::detail::pixel_loss_denominator<masked_only>(mask, B, Cin, R, r); }
+
     /// Accumulates dloss * d loss / d pred into dpred (B, C, R, R) and, if target_gradient and dimage is not
     /// null, dloss * d loss / d image into dimage (B, C, S, S). Uses the target of the last forward(), which
     /// must have been called with the same image and B (the op contract: forward caches, backward uses).

@@ -110,17 +110,26 @@ public:
         return loss_;
     }
 
-    /// Accumulates d loss / d parameter into the arena's gradients (call zero_grad() first for a fresh
-    /// step). If dimages is not null, accumulates d loss / d images into it (B, C, S, S): through the
+    /// Accumulates dloss * d loss / d parameter into the arena's gradients (call zero_grad() first for a fresh
+    /// step). If dimages is not null, accumulates dloss * d loss / d images into it (B, C, S, S): through the
     /// encoder and, when the loss has a gradient for its target (ReconstructionLoss::target_gradient:
-    /// raw pixels, not the normalised target, which is a constant), directly through the target.
-    void backward(T* dimages = nullptr) {
+    /// raw pixels, not the normalised target, which is a constant), directly through the target. A data-
+    /// parallel run passes dloss = loss_denominator(its samples) / loss_denominator(the whole batch), so that
+    /// the gradients summed over the processes are those of the whole batch.
+    void backward(T* dimages = nullptr, T dloss = T(1)) {
         const std::size_t B = static_cast<std::size_t>(batch_);
         dpred_.assign(B * pred_numel, T(0));
-        loss_fn_.backward(dpred_.data(), dimages, T(1), pred_.data(), images_, mask_.data(), batch_);
+        loss_fn_.backward(dpred_.data(), dimages, dloss, pred_.data(), images_, mask_.data(), batch_);
         dfeatures_.resize(B * L * D);
         head_.backward(dfeatures_.data(), dpred_.data());
         encoder_.backward(dfeatures_.data(), dimages);
+    }
+
+    /// What the loss divides the summed error of a batch of B with `mask` (B, m*m) by (Loss::denominator: the
+    /// masked pixels, or all of them), or B for a loss that does not say.
+    double loss_denominator(const T* mask, int B) const {
+        if constexpr (requires { loss_fn_.denominator(mask, B); }) return loss_fn_.denominator(mask, B);
+        else return double(B);
     }
 
     /// Bytes of activations a training step (forward + backward(dimages)) allocates for a batch of B:

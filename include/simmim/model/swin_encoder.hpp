@@ -276,7 +276,7 @@ struct SwinStage {
     typename Merge::Scratch merge_scratch;
 
     explicit SwinStage(ParamArena<T>& arena)
-        : stack(depth, [&](int j) {
+        : stack(arena, depth, [&](int j) {
               return Block(arena, "encoder.layers." + std::to_string(I) + ".blocks." + std::to_string(j) + ".", j % 2 ? C.shift(I) : 0);
           }) {
         if constexpr (merges) merge = Merge(arena, "encoder.layers." + std::to_string(I) + ".downsample.");

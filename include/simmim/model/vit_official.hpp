@@ -227,12 +227,16 @@ public:
     /// backward() uses the factors of the last forward. rate 0 (the default) disables it exactly:
     /// call set_drop_path(0, 0, 0) for evaluation, linear probing or reconstruction (encode() never
     /// drops). The official pretraining uses rate 0.1. Throws std::invalid_argument unless 0 <= rate < 1.
-    void set_drop_path(double rate, std::uint64_t seed, std::int64_t step) {
+    /// `first_sample`: the index within the whole batch of this process's first sample, for a data-parallel
+    /// run (dist/mpi.hpp) in which each process holds a slice of the batch: sample b draws as sample
+    /// first_sample + b, so a sample's draw does not depend on which process holds it.
+    void set_drop_path(double rate, std::uint64_t seed, std::int64_t step, int first_sample = 0) {
         if (!(rate >= 0.0 && rate < 1.0))
             throw std::invalid_argument("OfficialViTEncoder::set_drop_path: rate must lie in [0, 1), found " + std::to_string(rate));
         drop_rate_ = rate;
         drop_seed_ = seed;
         drop_step_ = step;
+        drop_first_sample_ = first_sample;
     }
     double drop_path_rate() const noexcept { return drop_rate_; }
 
@@ -294,8 +298,8 @@ private:
     void draw_drop_path(int block, int B, typename Block::Cache& c) const {
         const double r = ops::drop_path_block_rate(drop_rate_, block, C.depth);
         for (int b = 0; b < B; ++b) {
-            c.scale1[b] = T(ops::drop_path_scale(r, drop_seed_, drop_step_, block, 0, b));
-            c.scale2[b] = T(ops::drop_path_scale(r, drop_seed_, drop_step_, block, 1, b));
+            c.scale1[b] = T(ops::drop_path_scale(r, drop_seed_, drop_step_, block, 0, drop_first_sample_ + b));
+            c.scale2[b] = T(ops::drop_path_scale(r, drop_seed_, drop_step_, block, 1, drop_first_sample_ + b));
         }
     }
 
@@ -306,6 +310,7 @@ private:
     double drop_rate_ = 0.0;
     std::uint64_t drop_seed_ = 0;
     std::int64_t drop_step_ = 0;
+    int drop_first_sample_ = 0;
     AlignedVector<T> bias_ = AlignedVector<T>(static_cast<std::size_t>(H) * N * N);   // (H, N, N)
     AlignedVector<T> dbias_ = AlignedVector<T>(static_cast<std::size_t>(H) * N * N);  // (H, N, N)
 };

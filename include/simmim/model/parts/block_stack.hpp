@@ -34,6 +34,18 @@ public:
         blocks_.reserve(static_cast<std::size_t>(depth));
         for (int i = 0; i < depth; ++i) blocks_.push_back(make(i));
     }
+    /// `depth` blocks, block i = make(i), each registering its parameters into `arena`: each block's
+    /// parameters become a gradient group of the arena (ParamArena::add_grad_group), and backward() notifies
+    /// the arena as soon as a block's gradients are final (a distributed run starts reducing them then).
+    template <class Make>
+    BlockStack(ParamArena<T>& arena, int depth, Make&& make) : arena_(&arena) {
+        blocks_.reserve(static_cast<std::size_t>(depth));
+        for (int i = 0; i < depth; ++i) {
+            const std::size_t first = arena.params().size();
+            blocks_.push_back(make(i));
+            groups_.push_back(arena.add_grad_group(first, arena.params().size()));
+        }
+    }
 
     int depth() const noexcept { return static_cast<int>(blocks_.size()); }
 
@@ -92,6 +104,7 @@ public:
         for (int i = depth() - 1; i >= 0; --i) {
             const auto k = static_cast<std::size_t>(i);
             call(i, blocks_[k], dtmp, static_cast<const T*>(dx), xs_[k].data(), caches_[k], scratch_);
+            if (arena_) arena_->notify_grad_ready(groups_[k]);  // block i's parameter gradients are final
             std::swap(dx, dtmp);
         }
         return dx;
@@ -99,6 +112,8 @@ public:
 
 private:
     std::vector<Block> blocks_;
+    ParamArena<T>* arena_ = nullptr;   // set when the blocks' parameters are gradient groups of this arena
+    std::vector<std::size_t> groups_;  // the group of each block
     int batch_ = -1;
     std::vector<Tokens> xs_;      // residual stream, depth + 1 of (B, N, D)
     std::vector<Cache> caches_;   // one per block

@@ -34,11 +34,11 @@ public:
     static_assert(Embedding::N == N && Embedding::D == D, "simmim: the embedding's tokens must be the blocks' tokens");
     using Stack = BlockStack<T, Block>;
 
-    TokenTrunk(ParamArena<T>& arena, PatchEmbedInit init) : embed_(arena, init) {}
-    /// Registers `depth` blocks, block i = make(i).
+    TokenTrunk(ParamArena<T>& arena, PatchEmbedInit init) : arena_(&arena), embed_(arena, init) {}
+    /// Registers `depth` blocks, block i = make(i) (each block's parameters a gradient group of the arena).
     template <class Make>
     void add_blocks(int depth, Make&& make) {
-        stack_ = Stack(depth, std::forward<Make>(make));
+        stack_ = Stack(*arena_, depth, std::forward<Make>(make));
     }
     /// Registers the final norm "encoder.norm.".
     void add_norm(ParamArena<T>& arena) { norm_ = LayerNormParams<T, D>(arena, "encoder.norm."); }
@@ -129,6 +129,7 @@ private:
         final_.resize(static_cast<std::size_t>(B));
     }
 
+    ParamArena<T>* arena_;
     Embedding embed_;
     Stack stack_;
     LayerNormParams<T, D> norm_;
