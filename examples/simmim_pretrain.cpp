@@ -206,6 +206,9 @@ int train(const Options& o) {
 
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
+    // a closed stdout or stderr (mpirun stops forwarding output when it forwards a SIGTERM; a pipe to a pager that
+    // was quit) must not kill the run before it writes its checkpoint: writes then fail, the run goes on
+    std::signal(SIGPIPE, SIG_IGN);
     data::BatchLoader loader(data.train, aug, o.batch, o.seed, start, 4, 1, {mine.first, mine.count});
     examples::Cluster::Reducer<float> reducer(cluster, model->params(), static_cast<std::size_t>(o.bucket_mb * 1e6));
     if (root && cluster.distributed())

@@ -10,7 +10,7 @@
 #   repeat      two 2-rank runs: byte-identical checkpoints and metrics
 #   resume      2 ranks stopped after step 10, resumed by 1 process: the losses and parameters of an
 #               uninterrupted 2-rank run, to 1e-5 and 1e-4
-#   sigterm     SIGTERM to one rank: every rank stops after the same step, one checkpoint of that step
+#   sigterm     SIGTERM to one rank, and to mpirun: every rank stops after the same step, one checkpoint of that step
 #   killed      SIGKILL to one rank: mpirun ends non-zero within 60 s naming the rank, no hang
 #   usage       a bad option under 2 ranks: one error line, exit 2
 #   check-sync  a parameter changed on one rank: --check-sync stops every rank naming the tensor, exit 1
@@ -26,6 +26,8 @@ command -v mpirun >/dev/null || { echo "skipped: mpirun not found (Debian packag
 [ -x "$bin" ] || { echo "skipped: simmim_pretrain not built"; exit 77; }
 [ -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || { echo "skipped: Fashion-MNIST not installed (dataset-fashion-mnist)"; exit 77; }
 
+# under scripts/sanitize.sh: Open MPI's own allocations that outlive MPI_Finalize are not simmim's leaks
+if [ -n "${ASAN_OPTIONS:-}" ]; then export LSAN_OPTIONS="${LSAN_OPTIONS:+$LSAN_OPTIONS:}suppressions=$src/tests/mpi/lsan.supp"; fi
 mpi=(mpirun --oversubscribe)
 [ "$(id -u)" -eq 0 ] && mpi+=(--allow-run-as-root)
 tmp=$(mktemp -d)
@@ -125,21 +127,29 @@ wait_job() {
   if kill -0 "$job" 2>/dev/null; then kill -KILL "$job"; wait "$job" 2>/dev/null; job=; rc=timeout; return; fi
   wait "$job"; rc=$?; job=
 }
-if start_long term && pid=$(rank_pid 1 "$tmp/term"); then
-  kill -TERM "$pid"
-  wait_job 60
-  line=$(grep -o 'interrupted by signal 15 after step [0-9]* (on every rank)' "$tmp/term.log")
-  stopped=$(grep -o 'after step [0-9]*' <<<"$line" | tr -dc '0-9')
-  saved=$(ckpt_step "$tmp/term/checkpoint.safetensors" 2>/dev/null)
-  if [ "$rc" != timeout ] && [ "$rc" != 0 ] && [ -n "$stopped" ] && [ "$saved" = "$stopped" ]; then
-    ok "SIGTERM to rank 1: every rank stopped after step $stopped, checkpoint of step $saved, exit $rc"
-  else
-    bad "SIGTERM to rank 1: exit '$rc', '$line', checkpoint step '$saved': $(tail -3 "$tmp/term.log" | tr '\n' ';')"
+# stopped_by_sigterm <name> <target>: start a 2-rank run, send SIGTERM to <target> ("rank1" or "mpirun"); every
+# rank must stop after the same step, with a checkpoint of that step
+stopped_by_sigterm() {
+  local name=$1 target=$2 pid=
+  if ! start_long "$name" || { [ "$target" = rank1 ] && ! pid=$(rank_pid 1 "$tmp/$name"); }; then
+    bad "SIGTERM to $target: the 2-rank run did not start: $(tail -3 "$tmp/$name.log" | tr '\n' ';')"
+    [ -n "$job" ] && kill -KILL "$job" 2>/dev/null; job=
+    return
   fi
-else
-  bad "SIGTERM test: the 2-rank run did not start: $(tail -3 "$tmp/term.log" | tr '\n' ';')"
-  [ -n "$job" ] && kill -KILL "$job" 2>/dev/null; job=
-fi
+  kill -TERM "${pid:-$job}"
+  wait_job 60
+  local line stopped saved
+  line=$(grep -o 'interrupted by signal 15 after step [0-9]* (on every rank)' "$tmp/$name.log")
+  stopped=$(grep -o 'after step [0-9]*' <<<"$line" | tr -dc '0-9')
+  saved=$(ckpt_step "$tmp/$name/checkpoint.safetensors" 2>/dev/null)
+  if [ "$rc" != timeout ] && [ "$rc" != 0 ] && [ -n "$stopped" ] && [ "$saved" = "$stopped" ]; then
+    ok "SIGTERM to $target: every rank stopped after step $stopped, checkpoint of step $saved, exit $rc"
+  else
+    bad "SIGTERM to $target: exit '$rc', '$line', checkpoint step '$saved': $(tail -3 "$tmp/$name.log" | tr '\n' ';')"
+  fi
+}
+stopped_by_sigterm term rank1
+stopped_by_sigterm term_mpirun mpirun  # Ctrl-C, scancel: mpirun forwards it to every rank
 
 # ---- a rank that dies ends the job with a message naming it, never a hang
 if start_long killed && pid=$(rank_pid 1 "$tmp/killed"); then
