@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <optional>
@@ -48,7 +49,23 @@ public:
 #else
         (void)argc;
         (void)argv;
+        // started by an MPI launcher as one of several processes, without MPI to join them: refused (check_launch)
+        for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"})
+            if (const char* v = std::getenv(name); v && std::atoi(v) > 1) launched_size_ = std::atoi(v);
+        for (const char* name : {"OMPI_COMM_WORLD_RANK", "PMI_RANK"})
+            if (const char* v = std::getenv(name)) launcher_rank_ = std::atoi(v);
 #endif
+    }
+    /// Whether this process reports the errors every process meets alike: rank 0 (with MPI), or the first of the
+    /// processes a launcher started when the binary has no MPI.
+    bool reports_errors() const noexcept { return root() && launcher_rank_ == 0; }
+    /// UsageError when an MPI launcher started this binary as one of several processes but it was built without
+    /// MPI: each would train alone on the whole data.
+    void check_launch() const {
+        if (launched_size_ > 1)
+            throw UsageError("started as one of " + std::to_string(launched_size_) +
+                             " processes by an MPI launcher, but this binary was built without MPI: install libopenmpi-dev "
+                             "(scripts/setup.sh) and configure again (CMake says \"simmim: MPI ... found\"), or run one process");
     }
     int rank() const noexcept {
 #ifdef SIMMIM_WITH_MPI
@@ -217,6 +234,7 @@ private:
 #ifdef SIMMIM_WITH_MPI
     std::optional<dist::World> world_;
 #endif
+    int launched_size_ = 0, launcher_rank_ = 0;  // set without MPI only
 };
 
 }  // namespace simmim::examples

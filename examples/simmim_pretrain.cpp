@@ -318,6 +318,7 @@ int train(const Options& o) {
 
 /// The work of a parsed command line: the model type of the preset and variant, then train().
 int run(const Options& o) {
+    g_cluster->check_launch();
     simmim::examples::set_threads(o.threads);
     int rc = 0;
     const bool found = simmim::examples::dispatch_preset_model(o.model, o.variant, [&]<auto C, class Model>() { rc = train<C, Model>(o); });
@@ -332,6 +333,6 @@ int main(int argc, char** argv) {
     // only rank 0 reports a bad option; MPI_Finalize runs when `cluster` goes out of scope
     simmim::examples::Cluster cluster(argc, argv);
     g_cluster = &cluster;
-    simmim::examples::report_errors() = cluster.root();
+    simmim::examples::report_errors() = cluster.reports_errors();
     return simmim::examples::run_main("simmim_pretrain", argc, argv, simmim::examples::pretrain::parse, run);
 }
