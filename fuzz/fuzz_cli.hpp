@@ -109,6 +109,8 @@ inline void pretrain_oracle(const examples::pretrain::Options& o) {
     need(o.mask_ratio == 0 || (o.mask_ratio > 0 && o.mask_ratio < 1), "--mask-ratio " + std::to_string(o.mask_ratio));
     need(o.mask_patch >= 0 && o.threads >= 0, "a negative --mask-patch or --threads");
     need(o.save_every >= 0 && o.vis_every >= 0 && o.stop_after >= 0 && o.log_every >= 1 && o.vis_count >= 1, "a step count out of range");
+    need(o.check_sync >= 0 && finite_in(o.bucket_mb, 0, 1024) && o.bucket_mb > 0, "--check-sync " + std::to_string(o.check_sync) +
+                                                                                     " --bucket-mb " + std::to_string(o.bucket_mb));
     need(o.data == "fashion-mnist" || is_directory(o.data), "--data " + o.data);
     need(o.resume.empty() || is_file(o.resume), "--resume " + o.resume);
     need(is_preset(o.model), "--model " + o.model);

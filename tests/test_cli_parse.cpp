@@ -114,6 +114,14 @@ TEST_CASE("simmim_pretrain parse: good command lines give their options", "[cli]
         CHECK(p.options->resume == scratch.file());
         CHECK(p.options->save_every == 0);
         CHECK(p.options->skip_nonfinite);
+        CHECK(p.options->check_sync == 0);  // the distributed options' defaults
+        CHECK(p.options->bucket_mb == 4);
+    }
+    {
+        const auto p = parse_args(parse, {"--steps", "2", "--check-sync", "100", "--bucket-mb", "25"});
+        REQUIRE(p);
+        CHECK(p.options->check_sync == 100);
+        CHECK(p.options->bucket_mb == 25);
     }
     {
         const auto p = parse_args(parse, {"--steps", "2", "--model", "vit-tiny-test", "--vit", "official", "--drop-path", "0.3", "--loss", "l2",
@@ -173,6 +181,10 @@ TEST_CASE("simmim_pretrain parse: bad command lines are one-line usage errors na
         {with_steps({"--vis-count", "0"}), {"--vis-count"}},
         {with_steps({"--save-every", "-1"}), {"--save-every"}},
         {with_steps({"--stop-after", "-1"}), {"--stop-after"}},
+        {with_steps({"--check-sync", "-1"}), {"--check-sync: must be an integer >= 0"}},
+        {with_steps({"--bucket-mb", "0"}), {"--bucket-mb: must be a finite number in (0, 1024]"}},
+        {with_steps({"--bucket-mb", "nan"}), {"--bucket-mb"}},
+        {with_steps({"--bucket-mb", "2000"}), {"--bucket-mb"}},
         {with_steps({"--model", "vit-nope"}), {"--model: unknown model preset 'vit-nope' (one of vit-t4-32,", "vit-tiny-test, swin-tiny-test", "swin-clamp-test)"}},
         {with_steps({"--data", "/nonexistent/dir"}), {"--data: no such directory: /nonexistent/dir"}},
         {with_steps({"--resume", "/nonexistent.safetensors"}), {"--resume", "/nonexistent.safetensors"}},
