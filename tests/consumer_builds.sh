@@ -6,6 +6,7 @@
 #                  simmim::kernels too)
 #   subdirectory  (add_subdirectory of the simmim source)
 #   fetchcontent  (FetchContent_Declare(SOURCE_DIR ...) + FetchContent_MakeAvailable)
+# and, when the simmim build found MPI, a second program on simmim::mpi (tests/consumer/mpi_main.cpp) each way.
 # Fails if any mode fails, naming the mode and the step.
 set -euo pipefail
 
@@ -48,6 +49,11 @@ build_consumer() {
     -DSIMMIM_CONSUME="$mode" -DSIMMIM_SOURCE="$source_dir" "$@" || { fail "$mode" configure; return 0; }
   "$cmake_bin" --build "$dir" -j2 || { fail "$mode" build; return 0; }
   "$dir/simmim_consumer" || { fail "$mode" "run (exit status $?)"; return 0; }
+  if [[ -x "$dir/simmim_consumer_mpi" ]]; then  # simmim::mpi, when MPI was found
+    "$dir/simmim_consumer_mpi" || { fail "$mode" "run of simmim_consumer_mpi (exit status $?)"; return 0; }
+  elif [[ -x "$build_dir/tests/simmim_mpi_reducer_check" ]]; then  # the simmim build under test found MPI
+    fail "$mode" "simmim::mpi missing although the simmim build found MPI"; return 0
+  fi
   echo "consumer_builds: mode '$mode' OK"
 }
 
