@@ -108,6 +108,13 @@ public:
         (void)n;
 #endif
     }
+    /// The smallest of `v` over the ranks.
+    int min(int v) const {
+#ifdef SIMMIM_WITH_MPI
+        if (distributed()) dist::allreduce(&v, 1, MPI_MIN, world_->comm());
+#endif
+        return v;
+    }
     /// The largest of `v` over the ranks.
     int max(int v) const {
 #ifdef SIMMIM_WITH_MPI
@@ -138,6 +145,29 @@ public:
 #endif
         (void)arena;
         return std::nullopt;
+    }
+
+    /// A parse step's outcome made the same on every rank (`program` names it in messages): if any rank's command
+    /// line failed to parse (an option naming a file that is missing on its machine, say), every rank returns
+    /// exit code 2 without options, and the lowest such rank's error is printed once, by that rank ("rank r of
+    /// N: " before it unless r is 0, which run_main() prints as usual).
+    template <class Parsed>
+    Parsed agree_parse(const char* program, Parsed parsed) const {
+        if (!distributed()) return parsed;
+        const bool has_options = parsed.options.has_value();
+        const int failing = min(has_options || parsed.exit_code == 0 ? size() : rank());
+        if (failing == size()) return parsed;  // every rank parsed (or every rank printed --help)
+        if (failing == rank() && rank() != 0) {
+            std::fprintf(stderr, "%s: error: rank %d of %d: %s\n", program, rank(), size(), one_line(parsed.error).c_str());
+            std::fflush(stderr);
+        }
+        if (has_options || failing != rank()) {  // fine here, or another rank's error: exit 2 quietly
+            parsed.options.reset();
+            parsed.help.clear();
+            if (rank() != 0 || has_options) parsed.error.clear();
+            parsed.exit_code = 2;
+        }
+        return parsed;
     }
 
     /// Runs f() on every rank. With several ranks, if it threw on any of them, every rank throws the error of the

@@ -4,6 +4,7 @@
 // checkpoint holds weights, AdamW moments and the step, so --resume continues bit-identically.
 #include <CLI/CLI.hpp>
 #include <omp.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <Eigen/Core>
@@ -333,6 +334,12 @@ int main(int argc, char** argv) {
     // only rank 0 reports a bad option; MPI_Finalize runs when `cluster` goes out of scope
     simmim::examples::Cluster cluster(argc, argv);
     g_cluster = &cluster;
+    // mpirun stops reading its ranks' output when it ends a job (a SIGTERM, Ctrl-C): a blocking write to the full pipe
+    // would hold a rank inside a progress line, the other ranks in the next collective, until mpirun's SIGKILL one
+    // second later, before any checkpoint. Under a launcher, stdout does not block: a line that does not fit is lost.
+    if (cluster.launched())
+        if (const int flags = ::fcntl(STDOUT_FILENO, F_GETFL); flags >= 0) ::fcntl(STDOUT_FILENO, F_SETFL, flags | O_NONBLOCK);
     simmim::examples::report_errors() = cluster.reports_errors();
-    return simmim::examples::run_main("simmim_pretrain", argc, argv, simmim::examples::pretrain::parse, run);
+    const auto parse = [&](int n, const char* const* args) { return cluster.agree_parse("simmim_pretrain", simmim::examples::pretrain::parse(n, args)); };
+    return simmim::examples::run_main("simmim_pretrain", argc, argv, parse, run);
 }

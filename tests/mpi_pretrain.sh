@@ -12,7 +12,7 @@
 #               uninterrupted 2-rank run, to 1e-5 and 1e-4
 #   sigterm     SIGTERM to one rank, and to mpirun: every rank stops after the same step, one checkpoint of that step
 #   killed      SIGKILL to one rank: mpirun ends non-zero within 60 s naming the rank, no hang
-#   usage       a bad option under 2 ranks: one error line, exit 2
+#   usage       a bad option under 2 ranks, and an option only rank 1 cannot parse: one error line, exit 2
 #   check-sync  a parameter changed on one rank: --check-sync stops every rank naming the tensor, exit 1
 # Skipped (exit 77) when the build has no MPI, mpirun is missing, or Fashion-MNIST is not installed.
 set -u
@@ -131,7 +131,9 @@ wait_job() {
   wait "$job"; rc=$?; job=
 }
 # stopped_by_sigterm <name> <target>: start a 2-rank run, send SIGTERM to <target> ("rank1" or "mpirun"); every
-# rank must stop after the same step, with a checkpoint of that step
+# rank must stop after the same step, with a checkpoint of that step (rank 1: the line rank 0 prints names the step;
+# mpirun: it stops forwarding output when it forwards the signal, so the checkpoint's step must follow the last
+# step rank 0 logged, one line a step)
 stopped_by_sigterm() {
   local name=$1 target=$2 pid=
   if ! start_long "$name" || { [ "$target" = rank1 ] && ! pid=$(rank_pid 1 "$tmp/$name"); }; then
@@ -141,14 +143,15 @@ stopped_by_sigterm() {
   fi
   kill -TERM "${pid:-$job}"
   wait_job 60
-  local line stopped saved
-  line=$(grep -o 'interrupted by signal 15 after step [0-9]* (on every rank)' "$tmp/$name.log")
-  stopped=$(grep -o 'after step [0-9]*' <<<"$line" | tr -dc '0-9')
+  local stopped saved logged
+  stopped=$(grep -o 'interrupted by signal 15 after step [0-9]* (on every rank)' "$tmp/$name.log" | grep -o 'after step [0-9]*' | tr -dc '0-9')
   saved=$(ckpt_step "$tmp/$name/checkpoint.safetensors" 2>/dev/null)
-  if [ "$rc" != timeout ] && [ "$rc" != 0 ] && [ -n "$stopped" ] && [ "$saved" = "$stopped" ]; then
-    ok "SIGTERM to $target: every rank stopped after step $stopped, checkpoint of step $saved, exit $rc"
+  logged=$(tail -n 1 "$tmp/$name/metrics.jsonl" | grep -o '"step":[0-9]*' | tr -dc '0-9')
+  if [ "$rc" != timeout ] && [ "$rc" != 0 ] && [ -n "$saved" ] && [ "$saved" = $((logged + 1)) ] &&
+     { [ "$target" = mpirun ] || [ "$stopped" = "$saved" ]; }; then
+    ok "SIGTERM to $target: every rank stopped after step $saved (checkpoint of step $saved, last step logged $logged${stopped:+, rank 0 says $stopped}), exit $rc"
   else
-    bad "SIGTERM to $target: exit '$rc', '$line', checkpoint step '$saved': $(tail -3 "$tmp/$name.log" | tr '\n' ';')"
+    bad "SIGTERM to $target: exit '$rc', rank 0 says '$stopped', checkpoint step '$saved', last logged '$logged': $(tail -3 "$tmp/$name.log" | tr '\n' ';')"
   fi
 }
 stopped_by_sigterm term rank1
@@ -177,6 +180,16 @@ rc=$?
 lines=$(grep -c 'simmim_pretrain: error' "$tmp/usage.err")
 [ "$rc" = 2 ] && [ "$lines" = 1 ] && ok "usage error under 2 ranks: exit 2, one line: $(grep 'simmim_pretrain: error' "$tmp/usage.err")" \
   || bad "usage error under 2 ranks: exit $rc, $lines error lines: $(head -3 "$tmp/usage.err" | tr '\n' ';')"
+
+# ---- a command line that fails on one rank only (a path missing on its machine): that rank's line, once, exit 2
+mkdir -p "$tmp/data_of_rank0"
+"${mpi[@]}" -np 2 bash -c 'exec "$0" --model vit-tiny-test --steps 2 --data "$1$OMPI_COMM_WORLD_RANK" --out "$2"' \
+    "$bin" "$tmp/data_of_rank" "$tmp/partial" > "$tmp/partial.out" 2> "$tmp/partial.err"
+rc=$?
+lines=$(grep -c 'simmim_pretrain: error' "$tmp/partial.err")
+[ "$rc" = 2 ] && [ "$lines" = 1 ] && grep -q 'error: rank 1 of 2: --data.*data_of_rank1' "$tmp/partial.err" \
+  && ok "a command line only rank 1 cannot parse: exit 2, one line: $(grep 'simmim_pretrain: error' "$tmp/partial.err" | cut -c1-160)" \
+  || bad "a command line only rank 1 cannot parse: exit $rc, $lines error lines: $(head -3 "$tmp/partial.err" | tr '\n' ';')"
 
 # ---- --check-sync names the tensor that differs
 pretrain desync 2 "${common[@]}" --check-sync 5 --inject-desync-at 6
