@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # fuzz/merge.sh [target...]: fold what a fuzzing run grew ($SIMMIM_FUZZ_BUILD_DIR/corpus/<target>/, default
-# build-fuzz/) into the committed corpus fuzz/corpus/<target>/ with libFuzzer's -merge=1: only the inputs that
-# reach coverage the committed ones do not are added, so the committed corpus stays minimal. Prints, per
-# target, the inputs and bytes before and after. Needs the binaries of fuzz/build.sh.
-# The committed corpus is the seed of the next run (fuzz/run.sh) and is replayed by
-# tests/test_fuzz_regressions.cpp (the command-line corpora through the real programs), so keep it small:
-# SIMMIM_FUZZ_MERGE_MAX_BYTES (default 1000000) refuses a target whose merged corpus would be larger.
+# build-fuzz/) into the committed minimised corpus fuzz/corpus-min/<target>/ with libFuzzer's -merge=1: only the
+# inputs that reach coverage (features) that the seeds of fuzz/corpus/<target>/ and the inputs already in
+# fuzz/corpus-min/<target>/ do not are added. Prints, per target, the inputs and bytes added. Needs the binaries
+# of fuzz/build.sh.
+# fuzz/run.sh seeds the next run with both folders; tests/test_fuzz_regressions.cpp replays the minimised corpora of
+# the file formats in process and tests/test_cli_parse.cpp those of the command lines through the parse step (the
+# seeds alone also go through the real programs). SIMMIM_FUZZ_MERGE_MAX_BYTES (default 1000000) refuses a target
+# whose minimised corpus would be larger.
 set -uo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -21,21 +23,29 @@ max_len_of() {  # as fuzz/run.sh
 }
 status=0
 for target in "${targets[@]}"; do
-  committed="$root/fuzz/corpus/$target" grown="$out/corpus/$target" bin="$out/fuzz_$target"
+  seeds="$root/fuzz/corpus/$target" committed="$root/fuzz/corpus-min/$target" grown="$out/corpus/$target" bin="$out/fuzz_$target"
   [[ -x $bin && -d $grown ]] || { echo "merge.sh: $target: no binary or grown corpus under $out (fuzz/build.sh, fuzz/run.sh)"; status=1; continue; }
-  before=$(find "$committed" -type f | wc -l) before_bytes=$(bytes_of "$committed")
+  mkdir -p "$committed"
   staging=$(mktemp -d)
-  cp "$committed"/* "$staging"/
+  cp "$seeds"/* "$staging"/
+  cp "$committed"/* "$staging"/ 2>/dev/null
+  known=$(find "$staging" -type f | wc -l)
   ASAN_OPTIONS=detect_leaks=0 "$bin" -merge=1 -max_len="$(max_len_of "$target")" -timeout=60 -rss_limit_mb=2560 "$staging" "$grown" \
       > "$out/logs/merge_$target.log" 2>&1 || { echo "merge.sh: $target: merge failed (log $out/logs/merge_$target.log)"; status=1; rm -rf "$staging"; continue; }
-  after=$(find "$staging" -type f | wc -l) after_bytes=$(bytes_of "$staging")
-  if (( after_bytes > max_bytes )); then
-    echo "merge.sh: $target: merged corpus would be $after_bytes bytes (> $max_bytes); not copied"
+  # the inputs the merge added: in staging, neither a seed nor already committed
+  added=$(mktemp -d)
+  for f in "$staging"/*; do
+    name=$(basename "$f")
+    [[ -e "$seeds/$name" || -e "$committed/$name" ]] || cp "$f" "$added/"
+  done
+  count=$(find "$added" -type f | wc -l) bytes=$(bytes_of "$added") total=$(( $(bytes_of "$committed") + $(bytes_of "$added") ))
+  if (( total > max_bytes )); then
+    echo "merge.sh: $target: the minimised corpus would be $total bytes (> $max_bytes); nothing added"
     status=1
   else
-    cp -n "$staging"/* "$committed"/
-    printf 'merge.sh: %-16s %4d -> %4d inputs, %7d -> %7d bytes\n' "$target" "$before" "$after" "$before_bytes" "$after_bytes"
+    cp "$added"/* "$committed"/ 2>/dev/null
+    printf 'merge.sh: %-16s %4d inputs known, %4d added (%7d bytes); fuzz/corpus-min/%s holds %d bytes\n' "$target" "$known" "$count" "$bytes" "$target" "$total"
   fi
-  rm -rf "$staging"
+  rm -rf "$staging" "$added"
 done
 exit $status

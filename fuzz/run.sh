@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # fuzz/run.sh [seconds] [target...]: build (fuzz/build.sh) and run each libFuzzer target for
-# `seconds` (default 60) from its seed corpus fuzz/corpus/<target>/, then print one summary line
+# `seconds` (default 60) from its seed corpus fuzz/corpus/<target>/ and the minimised corpus of earlier runs
+# fuzz/corpus-min/<target>/ (fuzz/merge.sh adds to it), then print one summary line
 # per target: executions, corpus size, and whether it found something.
 # Targets: safetensors checkpoint idx cifar image cli_pretrain cli_finetune cli_reconstruct cli_avgdist (default: all).
 #
@@ -50,7 +51,8 @@ for target in "${targets[@]}"; do
   started=$SECONDS
   # shellcheck disable=SC2046  # the options are words
   "$out/fuzz_$target" -max_total_time="$seconds" -timeout="${SIMMIM_FUZZ_TIMEOUT:-20}" -rss_limit_mb=2560 -print_final_stats=1 \
-      -artifact_prefix="$artifacts" $(options_for "$target") "$corpus" "$root/fuzz/corpus/$target" > "$log" 2>&1
+      -artifact_prefix="$artifacts" $(options_for "$target") "$corpus" "$root/fuzz/corpus/$target" \
+      $( [[ -d $root/fuzz/corpus-min/$target ]] && echo "$root/fuzz/corpus-min/$target" ) > "$log" 2>&1
   code=$?
   elapsed=$((SECONDS - started))
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)

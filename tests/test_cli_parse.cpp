@@ -66,11 +66,12 @@ std::vector<std::uint8_t> read_all(const fs::path& path) {
     return std::vector<std::uint8_t>(std::istreambuf_iterator<char>(in), {});
 }
 
-/// Every file of fuzz/corpus/<target>/ and tests/regressions/<target>/ through `input`; at least one.
+/// Every file of fuzz/corpus/<target>/, fuzz/corpus-min/<target>/ (what fuzzing grew, fuzz/merge.sh) and
+/// tests/regressions/<target>/ through `input`; at least one.
 template <class Input>
 void replay(const std::string& target, Input&& input) {
     std::size_t n = 0;
-    for (const char* base : {"fuzz/corpus/", "tests/regressions/"}) {
+    for (const char* base : {"fuzz/corpus/", "fuzz/corpus-min/", "tests/regressions/"}) {
         const fs::path dir = fs::path(SIMMIM_SOURCE_DIR) / (base + target);
         if (!fs::is_directory(dir)) continue;
         for (const auto& entry : fs::directory_iterator(dir)) {

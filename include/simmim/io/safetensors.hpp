@@ -427,8 +427,9 @@ inline nlohmann::json parse_header_json(std::string_view text, const std::string
             case json::parse_event_t::key: {
                 const auto& key = parsed.get_ref<const std::string&>();
                 if (!keys_of_open_objects.back().insert(key).second) {
+                    // a header whose top level is an array has no entry names (top_level_keys stays empty)
                     throw SafetensorsError(where + ": duplicate key '" + key + "' in header" +
-                                           (depth > 1 ? " entry '" + top_level_keys.back() + "'" : std::string()));
+                                           (depth > 1 && !top_level_keys.empty() ? " entry '" + top_level_keys.back() + "'" : std::string()));
                 }
                 if (depth == 1) top_level_keys.push_back(key);
                 break;
