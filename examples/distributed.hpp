@@ -16,28 +16,19 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <exception>
 #include <optional>
 #include <stdexcept>
 #include <string>
-#include <vector>
 
 #include "cli_errors.hpp"
 #include "simmim/core/tensor.hpp"
+#include "simmim/data/loader.hpp"
 #ifdef SIMMIM_WITH_MPI
 #include "simmim/dist/mpi.hpp"
 #endif
 
 namespace simmim::examples {
-
-/// True when this binary was built with MPI (SIMMIM_WITH_MPI).
-inline constexpr bool kBuiltWithMpi =
-#ifdef SIMMIM_WITH_MPI
-    true;
-#else
-    false;
-#endif
 
 /// The processes of this run: rank and size, and the collectives the training loop needs.
 class Cluster {
@@ -90,13 +81,15 @@ public:
     }
     bool distributed() const noexcept { return size() > 1; }
 
-    /// This rank's samples of a global batch of `batch`: [first, first + count).
-    struct Slice {
-        int first = 0, count = 0;
-    };
-    Slice slice(int batch) const {
-        const auto at = [&](int r) { return static_cast<int>(static_cast<std::int64_t>(batch) * r / size()); };
-        return {at(rank()), at(rank() + 1) - at(rank())};
+    /// This rank's samples of a global batch of `batch` (dist::batch_slice), for its BatchLoader.
+    data::SampleSlice slice(int batch) const {
+#ifdef SIMMIM_WITH_MPI
+        if (world_) {
+            const auto s = dist::batch_slice(batch, rank(), size());
+            return {s.first, s.count};
+        }
+#endif
+        return {0, batch};
     }
 
     /// Sums n doubles over the ranks, in place.

@@ -210,7 +210,7 @@ int train(const Options& o) {
     // a closed stdout or stderr (mpirun stops forwarding output when it forwards a SIGTERM; a pipe to a pager that
     // was quit) must not kill the run before it writes its checkpoint: writes then fail, the run goes on
     std::signal(SIGPIPE, SIG_IGN);
-    data::BatchLoader loader(data.train, aug, o.batch, o.seed, start, 4, 1, {mine.first, mine.count});
+    data::BatchLoader loader(data.train, aug, o.batch, o.seed, start, 4, 1, mine);
     examples::Cluster::Reducer<float> reducer(cluster, model->params(), static_cast<std::size_t>(o.bucket_mb * 1e6));
     if (root && cluster.distributed())
         std::printf("  distributed: %d ranks, %d images of each batch per rank (rank 0: %d), gradients summed in %zu buckets of up to %g MB\n",

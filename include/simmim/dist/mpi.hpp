@@ -29,7 +29,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
-#include <limits>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -47,14 +46,6 @@ inline bool launched_by_mpi() {
     for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"})
         if (std::getenv(name) != nullptr) return true;
     return false;
-}
-
-/// The rank the launcher gave this process, read from its environment before MPI is initialised (0 when
-/// not launched by MPI): for messages that must be printed once, before MPI_Init.
-inline int launcher_rank() {
-    for (const char* name : {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"})
-        if (const char* v = std::getenv(name)) return std::atoi(v);
-    return 0;
 }
 
 /// Throws std::runtime_error naming `what` unless `rc` is MPI_SUCCESS (for communicators whose error
