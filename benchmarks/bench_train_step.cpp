@@ -1,7 +1,11 @@
 // benchmarks/bench_train_step.cpp: one whole SimMIM training step of simmim::ViTSimMIM<float, preset>
 // (zero_grad, forward, backward, clip_grad_norm 5.0, AdamW step with the two parameter groups) on
-// vit-t4-32 (batch 64), vit-t16-224 (batch 16) and vit-s16-224 (batch 8), random N(0, 1)
-// ("normalised") images and official masks (RandomMaskPatch, the preset's mask patch and ratio).
+// vit-t4-32 (batch 64), vit-t16-224 (batch 16), vit-s16-224 (batch 8), vit-b16-224 (batch 8), swin-d32
+// (batch 64) and swin-b-192 (batch 4), random N(0, 1) ("normalised") images and official masks
+// (RandomMaskPatch, the preset's mask patch and ratio), in two matmul precisions (the last part of a
+// run's name): fp32, and bf16 (kernels::set_matmul_precision: bf16 operands, FP32 accumulation, as
+// torch.autocast("cpu", dtype=torch.bfloat16)); bf16 runs are registered only when the CPU has
+// AVX512-BF16, and say so on stdout otherwise.
 // The PyTorch peer is benchmarks/peer_train_step.py; compare.sh runs both, docs/performance.md has
 // the results.
 //
@@ -14,6 +18,7 @@
 //   peak_frac         GFLOP/s / the FP32 FMA peak of all OpenMP threads, measured by this binary
 //                     (it is printed as a rate, "/s", because Google Benchmark computes it as one)
 //   peak_GFLOP/s      that measured peak (GFLOP/s over all threads, not a rate of this benchmark)
+//   bf16_peak_GFLOP/s the bf16 peak measured the same way with VDPBF16PS (4 flops per lane), bf16 runs only
 //   activations_MB    SimMIM::activation_bytes(batch): the activations a step allocates (the rest of
 //                     peak_rss_MB is parameters, gradients, AdamW moments and the process itself)
 //   peak_rss_MB       getrusage ru_maxrss of the whole process at the end of the benchmark: run one
@@ -42,6 +47,7 @@
 #include "simmim/core/config.hpp"
 #include "simmim/core/random.hpp"
 #include "simmim/core/swin_config.hpp"
+#include "simmim/kernels/gemm_bf16.hpp"
 #include "simmim/model/simmim_model.hpp"
 #include "simmim/model/swin_encoder.hpp"
 #include "simmim/optim/adamw.hpp"
@@ -167,7 +173,49 @@ double measure_peak_gflops(double seconds) {
     return total;
 }
 
-double g_peak_gflops = 0;  // all threads, measured in main before the benchmarks
+#if defined(SIMMIM_BF16_KERNEL)
+[[gnu::noinline]] SIMMIM_BF16_TARGET float bf16_peak_chains(double seconds, double& gflops) {
+    constexpr int kChains = 24;
+    __m512 acc[kChains];
+    for (auto& a : acc) a = _mm512_setzero_ps();
+    const __m512bh x = _mm512_cvtne2ps_pbh(_mm512_set1_ps(1e-3f), _mm512_set1_ps(1e-3f));
+    const double start = thread_cpu_seconds();
+    double elapsed = 0;
+    long long rounds = 0;
+    do {
+        for (int r = 0; r < 10000; ++r)
+#pragma GCC unroll 24
+            for (auto& a : acc) a = _mm512_dpbf16_ps(a, x, x);
+        rounds += 10000;
+        elapsed = thread_cpu_seconds() - start;
+    } while (elapsed < seconds);
+    float sink = 0;
+    for (const auto& a : acc) sink += _mm512_reduce_add_ps(a);
+    gflops = static_cast<double>(rounds) * kChains * 4.0 * 16 / elapsed / 1e9;
+    return sink;
+}
+#endif
+
+/// The bf16 (VDPBF16PS) peak in GFLOP/s over all OpenMP threads, measured like the FP32 one; 0 without
+/// AVX512-BF16.
+double measure_bf16_peak_gflops(double seconds) {
+    double total = 0;
+#if defined(SIMMIM_BF16_KERNEL)
+    if (!simmim::kernels::cpu_supports_bf16()) return 0;
+#pragma omp parallel reduction(+ : total)
+    {
+        double gflops = 0;
+        benchmark::DoNotOptimize(bf16_peak_chains(seconds, gflops));
+        total += gflops;
+    }
+#else
+    (void)seconds;
+#endif
+    return total;
+}
+
+double g_peak_gflops = 0;       // all threads, measured in main before the benchmarks
+double g_bf16_peak_gflops = 0;  // the same for bf16 (0: no AVX512-BF16)
 
 double peak_rss_megabytes() {
     rusage usage{};
@@ -222,9 +270,10 @@ void validate(TrainingSetup<C>& setup, const char* name) {
                 kValidationSteps);
 }
 
-template <auto C>
+template <auto C, simmim::kernels::MatmulPrecision P>
 void BM_train_step(benchmark::State& state, const char* name, int batch) {
-    // Built and validated once per process; repetitions reuse it (a repetition is a fresh State).
+    const simmim::kernels::ScopedMatmulPrecision precision(P);
+    // Built and validated once per process and precision; repetitions reuse it (a repetition is a fresh State).
     static TrainingSetup<C> setup(batch, learning_rate(name));
     static const bool validated = (validate(setup, name), true);
     benchmark::DoNotOptimize(validated);
@@ -240,6 +289,11 @@ void BM_train_step(benchmark::State& state, const char* name, int batch) {
     state.counters["peak_frac"] =
         benchmark::Counter(flops / (g_peak_gflops * 1e9), benchmark::Counter::kIsIterationInvariantRate);
     state.counters["peak_GFLOP/s"] = g_peak_gflops;
+    if (P == simmim::kernels::MatmulPrecision::bf16) {
+        state.counters["bf16_peak_GFLOP/s"] = g_bf16_peak_gflops;
+        state.counters["bf16_peak_frac"] =
+            benchmark::Counter(flops / (g_bf16_peak_gflops * 1e9), benchmark::Counter::kIsIterationInvariantRate);
+    }
     state.counters["peak_rss_MB"] = peak_rss_megabytes();
     state.counters["activations_MB"] = static_cast<double>(PresetModel<C>::type::activation_bytes(batch)) / 1048576.0;
     state.counters["threads"] = static_cast<double>(
@@ -258,19 +312,37 @@ int main(int argc, char** argv) {
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
     g_peak_gflops = measure_peak_gflops(0.5);
     std::printf("FP32 FMA peak, all OpenMP threads: %.1f GFLOP/s\n", g_peak_gflops);
+    const bool bf16 = simmim::kernels::cpu_supports_bf16();
+    if (bf16) {
+        g_bf16_peak_gflops = measure_bf16_peak_gflops(0.5);
+        std::printf("bf16 VDPBF16PS peak, all OpenMP threads: %.1f GFLOP/s\n", g_bf16_peak_gflops);
+    } else {
+        std::printf("no AVX512-BF16 on this CPU (or SIMMIM_NO_BF16 set): the bf16 runs are not registered\n");
+    }
     namespace P = simmim::presets;
-    const auto register_preset = [](const char* name, auto function, int batch) {
+    using simmim::kernels::MatmulPrecision;
+    const auto register_preset = [bf16](const char* name, auto fp32_function, auto bf16_function, int batch) {
         const std::string label = std::string("train_step/") + name + "/batch" + std::to_string(batch);
-        benchmark::RegisterBenchmark(label.c_str(), function, name, batch)
+        benchmark::RegisterBenchmark((label + "/fp32").c_str(), fp32_function, name, batch)
             ->UseRealTime()
             ->Unit(benchmark::kMillisecond)
             ->Iterations(3);
+        if (bf16)
+            benchmark::RegisterBenchmark((label + "/bf16").c_str(), bf16_function, name, batch)
+                ->UseRealTime()
+                ->Unit(benchmark::kMillisecond)
+                ->Iterations(3);
     };
-    register_preset("vit-t4-32", BM_train_step<P::vit_t4_32>, 64);
-    register_preset("vit-t16-224", BM_train_step<P::vit_t16_224>, 16);
-    register_preset("vit-s16-224", BM_train_step<P::vit_s16_224>, 8);
-    register_preset("swin-d32", BM_train_step<P::swin_d32>, 64);
-    register_preset("swin-b-192", BM_train_step<P::swin_b_192>, 4);
+#define SIMMIM_BENCH_PRESET(NAME, CONFIG, BATCH)                                                          \
+    register_preset(NAME, BM_train_step<CONFIG, MatmulPrecision::fp32>, BM_train_step<CONFIG, MatmulPrecision::bf16>, \
+                    BATCH)
+    SIMMIM_BENCH_PRESET("vit-t4-32", P::vit_t4_32, 64);
+    SIMMIM_BENCH_PRESET("vit-t16-224", P::vit_t16_224, 16);
+    SIMMIM_BENCH_PRESET("vit-s16-224", P::vit_s16_224, 8);
+    SIMMIM_BENCH_PRESET("vit-b16-224", P::vit_b16_224, 8);
+    SIMMIM_BENCH_PRESET("swin-d32", P::swin_d32, 64);
+    SIMMIM_BENCH_PRESET("swin-b-192", P::swin_b_192, 4);
+#undef SIMMIM_BENCH_PRESET
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();
     return 0;

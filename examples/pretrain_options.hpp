@@ -30,6 +30,7 @@ struct Options {
     int mask_patch = 0;        // 0: the preset's
     std::uint64_t seed = 0;
     int threads = 0;           // 0: all cores
+    std::string precision = "fp32";  // matrix products: fp32, or bf16 (kernels/gemm_bf16.hpp)
     std::int64_t save_every = 500, log_every = 10, vis_every = 0, stop_after = 0;
     int vis_count = 8;
     bool skip_nonfinite = false;
@@ -76,6 +77,10 @@ inline Parsed<Options> parse(int argc, const char* const* argv) {
     app.add_option("--mask-patch", o.mask_patch, "Side of a mask patch in pixels (default: the preset's)")->check(at_least<int>(1));
     app.add_option("--seed", o.seed, "Seed of initialisation, data order, augmentation and masks")->capture_default_str();
     app.add_option("--threads", o.threads, "OpenMP threads (default: all cores)")->check(at_least<int>(0));
+    app.add_option("--precision", o.precision,
+                   "Matrix products: fp32, or bf16 (bfloat16 operands, FP32 accumulation, on CPUs with AVX512-BF16; "
+                   "weights, optimiser state and checkpoints stay FP32)")
+        ->check(CLI::IsMember({"fp32", "bf16"}))->capture_default_str();
     app.add_option("--out", o.out, "Output directory: checkpoint, metrics, pictures")->capture_default_str();
     app.add_option("--resume", o.resume, "Continue from this checkpoint (bit-identical with the same thread count)")->check(CLI::ExistingFile);
     app.add_option("--save-every", o.save_every, "Checkpoint every N steps (and at the end; 0: only at the end)")->check(at_least<i64>(0))->capture_default_str();

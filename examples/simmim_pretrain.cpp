@@ -193,8 +193,9 @@ int train(const Options& o) {
         io::save_checkpoint(ckpt_path, model->params(), opt, std::move(metadata));
     };
 
-    const std::string processes = cluster.distributed() ? std::to_string(cluster.size()) + " ranks x " + std::to_string(omp_get_max_threads()) + " threads"
-                                                        : std::to_string(omp_get_max_threads()) + " threads";
+    const std::string processes = (cluster.distributed() ? std::to_string(cluster.size()) + " ranks x " + std::to_string(omp_get_max_threads()) + " threads"
+                                                         : std::to_string(omp_get_max_threads()) + " threads") +
+                                  ", " + simmim::examples::precision_description();
     if (root) {
         std::printf("simmim_pretrain: %s on %s (%zu images, %s), %lld steps of %d (%lld per epoch), %s, %s\n", o.model.c_str(),
                     data.train->description().c_str(), data.train->size(), data.format.c_str(), static_cast<long long>(total), o.batch,
@@ -321,6 +322,7 @@ int train(const Options& o) {
 int run(const Options& o) {
     g_cluster->check_launch();
     simmim::examples::set_threads(o.threads);
+    simmim::examples::set_precision(o.precision);
     int rc = 0;
     const bool found = simmim::examples::dispatch_preset_model(o.model, o.variant, [&]<auto C, class Model>() { rc = train<C, Model>(o); });
     if (!found) throw UsageError("unknown model preset '" + o.model + "' (see simmim_reconstruct --list-models)");

@@ -27,6 +27,7 @@
 #include "output_lock.hpp"
 #include "simmim/core/tensor.hpp"
 #include "simmim/data/open.hpp"
+#include "simmim/kernels/gemm.hpp"
 
 namespace simmim::examples {
 
@@ -34,6 +35,22 @@ namespace simmim::examples {
 inline void set_threads(int threads) {
     if (threads > 0) omp_set_num_threads(threads);
     Eigen::setNbThreads(omp_get_max_threads());
+}
+
+/// Sets the matmul precision of --precision ("fp32" or "bf16", checked by the parse step); a CPU without
+/// AVX512-BF16 makes bf16 a UsageError that says so, before any work.
+inline void set_precision(const std::string& precision) {
+    try {
+        kernels::set_matmul_precision(precision == "bf16" ? kernels::MatmulPrecision::bf16 : kernels::MatmulPrecision::fp32);
+    } catch (const std::runtime_error& e) {
+        throw UsageError("--precision " + precision + ": " + e.what());
+    }
+}
+
+/// The matrix-product path for the start line: "fp32 matmul (avx512)" or "bf16 matmul (avx512-bf16, FP32 accumulation)".
+inline std::string precision_description() {
+    if (kernels::matmul_precision() == kernels::MatmulPrecision::bf16) return "bf16 matmul (avx512-bf16, FP32 accumulation)";
+    return std::string("fp32 matmul (") + kernels::gemm_float_path + ")";
 }
 
 /// For a program not yet split into parse() and run() (cli_errors.hpp): parses argv, sets the thread

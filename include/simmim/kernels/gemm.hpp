@@ -38,6 +38,8 @@
 
 #include <Eigen/Core>
 
+#include "simmim/kernels/gemm_bf16.hpp"
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -473,6 +475,8 @@ inline void gemm_packed(bool trans_a, bool trans_b, std::ptrdiff_t M, std::ptrdi
 /// op(B) is K x N: B is K x N (ldb >= N) or, with trans_b, N x K (ldb >= K). C is M x N (ldc >= N).
 /// beta == 0 means C is overwritten (never read, so NaN garbage in C does not propagate); alpha == 0
 /// or K == 0 leaves A and B unread. C must not overlap A or B.
+/// float products run in the process's matmul precision (kernels/gemm_bf16.hpp): FP32 by default, bf16
+/// operands with FP32 accumulation after set_matmul_precision(MatmulPrecision::bf16).
 /// Throws std::runtime_error on negative sizes, too-small leading dimensions or null pointers.
 template <class T>
 void gemm(bool trans_a, bool trans_b, std::ptrdiff_t M, std::ptrdiff_t N, std::ptrdiff_t K, T alpha, const T* A,
@@ -483,6 +487,12 @@ void gemm(bool trans_a, bool trans_b, std::ptrdiff_t M, std::ptrdiff_t N, std::p
     if (K == 0 || alpha == T(0)) {
         detail::gemm::scale_c(M, N, beta, C, ldc);
         return;
+    }
+    if constexpr (std::is_same_v<T, float>) {
+        if (matmul_precision() == MatmulPrecision::bf16) {  // set_matmul_precision checked the CPU
+            gemm_bf16(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+            return;
+        }
     }
 #if defined(SIMMIM_GEMM_AVX512) || defined(SIMMIM_GEMM_AVX2)
     if constexpr (std::is_same_v<T, float>) {
