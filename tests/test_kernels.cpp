@@ -23,6 +23,7 @@
 #endif
 
 #include "simmim/core/random.hpp"
+#include "simmim/kernels/gemm.hpp"
 #include "simmim/kernels/simd.hpp"
 #include "simmim/ops/fused.hpp"
 #include "simmim/ops/gelu.hpp"
@@ -437,6 +438,48 @@ TEMPLATE_TEST_CASE("bias_gelu_forward equals linear bias add then gelu_forward",
         ops::bias_gelu_forward(act2.data(), inplace.data(), inplace.data(), bias.data(), M, F);
         CHECK(bitwise_equal(inplace, pre_ref));
         CHECK(bitwise_equal(act2, act_ref));
+    }
+}
+
+/// The fused MLP ops (the GEMM epilogues) against their unfused composition, in FP32 and (when the CPU has it)
+/// bf16 matmul precision: forward bit for bit, backward equal up to the sign of zeros. Sizes span register-tile
+/// edges (rows 1, 8, 9, 131; widths 1, 47, 48, 49, 200) and the products of 131 rows run on several threads.
+template <class T>
+void check_fused_mlp_ops() {
+    for (const std::ptrdiff_t M : {1, 9, 131})
+        for (const std::ptrdiff_t F : {1, 47, 49, 200}) {
+            const std::ptrdiff_t K = 40, D = 24;
+            INFO("M = " << M << ", F = " << F);
+            const auto in = normal_vector<T>(static_cast<std::size_t>(M * K), 71 + F, 0.0, 1.0), w1 = normal_vector<T>(static_cast<std::size_t>(F * K), 72 + F, 0.0, 0.3),
+                       b1 = normal_vector<T>(static_cast<std::size_t>(F), 73 + F), w2 = normal_vector<T>(static_cast<std::size_t>(D * F), 74 + F, 0.0, 0.3),
+                       dout = normal_vector<T>(static_cast<std::size_t>(M * D), 75 + F);
+            // forward: linear without bias, then bias + GELU
+            std::vector<T> pre_ref(M * F), act_ref(M * F), pre(M * F), act(M * F);
+            ops::linear_forward(pre_ref.data(), in.data(), w1.data(), static_cast<const T*>(nullptr), M, K, F);
+            ops::bias_gelu_forward(act_ref.data(), pre_ref.data(), pre_ref.data(), b1.data(), M, F);
+            ops::linear_bias_gelu_forward(act.data(), pre.data(), in.data(), w1.data(), b1.data(), M, K, F);
+            CHECK(bitwise_equal(pre, pre_ref));
+            CHECK(bitwise_equal(act, act_ref));
+            // backward of fc2 and the GELU: d_act = dout W2, d_pre = 0 + d_act gelu'(pre); fc2's gradients
+            std::vector<T> d_act(M * F), d_pre_ref(M * F, T(0)), dw_ref(D * F, T(0.5)), db_ref(D, T(0.25));
+            ops::linear_backward(d_act.data(), dw_ref.data(), db_ref.data(), dout.data(), act.data(), w2.data(), M, F, D, T(0));
+            ops::gelu_backward(d_pre_ref.data(), d_act.data(), pre.data(), M * F);
+            std::vector<T> d_pre(M * F, std::numeric_limits<T>::quiet_NaN()), dw(D * F, T(0.5)), db(D, T(0.25));
+            ops::linear_backward_gelu(d_pre.data(), dw.data(), db.data(), dout.data(), act.data(), pre.data(), w2.data(), M, F, D);
+            CHECK(d_pre == d_pre_ref);  // == : a zero may differ in sign (0 + -0 against -0)
+            CHECK(bitwise_equal(dw, dw_ref));
+            CHECK(bitwise_equal(db, db_ref));
+        }
+}
+
+TEMPLATE_TEST_CASE("the fused MLP GEMM epilogues equal the unfused ops", "[kernels][fused]", float, double) {
+    check_fused_mlp_ops<TestType>();
+    if constexpr (std::is_same_v<TestType, float>) {
+        if (simmim::kernels::cpu_supports_bf16()) {
+            INFO("bf16 matmul precision");
+            const simmim::kernels::ScopedMatmulPrecision bf16(simmim::kernels::MatmulPrecision::bf16);
+            check_fused_mlp_ops<float>();
+        }
     }
 }
 

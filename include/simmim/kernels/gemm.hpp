@@ -39,6 +39,7 @@
 #include <Eigen/Core>
 
 #include "simmim/kernels/gemm_bf16.hpp"
+#include "simmim/kernels/gemm_epilogue.hpp"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -386,7 +387,7 @@ private:
 inline void gemm_range(std::ptrdiff_t m_begin, std::ptrdiff_t m_end, std::ptrdiff_t n_begin, std::ptrdiff_t n_end,
                        std::ptrdiff_t K, float alpha, const float* A, std::ptrdiff_t a_ri, std::ptrdiff_t a_rk,
                        const float* B, std::ptrdiff_t b_rk, std::ptrdiff_t b_rj, float beta, float* C,
-                       std::ptrdiff_t ldc) {
+                       std::ptrdiff_t ldc, const GemmEpilogue<float>* epilogue) {
     Scratch& scratch = Scratch::for_this_thread();
     float* a_block = scratch.a_block();  // (MB / MR) panels of (KC, MR)
     float* b_block = scratch.b_block();  // (NB / NR) panels of (KC, NR)
@@ -397,6 +398,7 @@ inline void gemm_range(std::ptrdiff_t m_begin, std::ptrdiff_t m_end, std::ptrdif
         for (std::ptrdiff_t p0 = 0; p0 < K; p0 += Isa::KC) {
             const std::ptrdiff_t kc = std::min<std::ptrdiff_t>(Isa::KC, K - p0);
             const bool first = p0 == 0;
+            const bool last = p0 + kc == K;
             const bool read_c = !first || beta != 0.0f;
             const float beta_block = first ? beta : 1.0f;
             // B block: op(B)[p0 : p0 + kc, n0 : n0 + nb] as panels of NR columns. When op(B)'s rows
@@ -418,10 +420,13 @@ inline void gemm_range(std::ptrdiff_t m_begin, std::ptrdiff_t m_end, std::ptrdif
                     const bool b_here = j < b_packed_from;  // a whole panel read in place
                     const float* b_panel = b_here ? b_src + j * b_rj : b_block + j * kc;
                     const std::ptrdiff_t b_ld = b_here ? b_rk : panel_width(cols);
-                    for (std::ptrdiff_t i = 0; i < mb; i += MR)
+                    for (std::ptrdiff_t i = 0; i < mb; i += MR) {
+                        const std::ptrdiff_t rows = std::min<std::ptrdiff_t>(MR, mb - i);
+                        float* c = C + (m0 + i) * ldc + n0 + j;
                         run_tile(kc, a_in_place ? a_src + i * a_ri : a_block + i * kc, a_in_place ? a_ri : 0,
-                                 b_panel, b_ld, panel_width(cols), C + (m0 + i) * ldc + n0 + j, ldc,
-                                 std::min<std::ptrdiff_t>(MR, mb - i), cols, alpha, beta_block, read_c);
+                                 b_panel, b_ld, panel_width(cols), c, ldc, rows, cols, alpha, beta_block, read_c);
+                        if (last && epilogue) (*epilogue)(c, ldc, m0 + i, n0 + j, rows, cols);
+                    }
                 }
             }
         }
@@ -434,7 +439,7 @@ inline constexpr double kParallelMinFma = 1 << 20;
 /// The packed float path. M, N, K > 0, alpha != 0.
 inline void gemm_packed(bool trans_a, bool trans_b, std::ptrdiff_t M, std::ptrdiff_t N, std::ptrdiff_t K, float alpha,
                         const float* A, std::ptrdiff_t lda, const float* B, std::ptrdiff_t ldb, float beta, float* C,
-                        std::ptrdiff_t ldc) {
+                        std::ptrdiff_t ldc, const GemmEpilogue<float>* epilogue) {
     const std::ptrdiff_t a_ri = trans_a ? 1 : lda, a_rk = trans_a ? lda : 1;
     const std::ptrdiff_t b_rk = trans_b ? 1 : ldb, b_rj = trans_b ? ldb : 1;
     // Split the dimension with more register tiles into contiguous runs of whole tiles.
@@ -452,9 +457,9 @@ inline void gemm_packed(bool trans_a, bool trans_b, std::ptrdiff_t M, std::ptrdi
         const std::ptrdiff_t end = std::min(extent, tiles * (part + 1) / parts * step);
         if (begin >= end) return;
         if (split_m)
-            gemm_range(begin, end, 0, N, K, alpha, A, a_ri, a_rk, B, b_rk, b_rj, beta, C, ldc);
+            gemm_range(begin, end, 0, N, K, alpha, A, a_ri, a_rk, B, b_rk, b_rj, beta, C, ldc, epilogue);
         else
-            gemm_range(0, M, begin, end, K, alpha, A, a_ri, a_rk, B, b_rk, b_rj, beta, C, ldc);
+            gemm_range(0, M, begin, end, K, alpha, A, a_ri, a_rk, B, b_rk, b_rj, beta, C, ldc, epilogue);
     };
     if (threads <= 1) {
         run_part(0, 1);
@@ -475,32 +480,44 @@ inline void gemm_packed(bool trans_a, bool trans_b, std::ptrdiff_t M, std::ptrdi
 /// op(B) is K x N: B is K x N (ldb >= N) or, with trans_b, N x K (ldb >= K). C is M x N (ldc >= N).
 /// beta == 0 means C is overwritten (never read, so NaN garbage in C does not propagate); alpha == 0
 /// or K == 0 leaves A and B unread. C must not overlap A or B.
+/// epilogue, when not null, transforms C's elements after they are computed (GemmEpilogue, kernels/gemm_bf16.hpp):
+/// C = epilogue(alpha * op(A) * op(B) + beta * C), tile by tile on the packed paths, once on the whole of C otherwise.
 /// float products run in the process's matmul precision (kernels/gemm_bf16.hpp): FP32 by default, bf16
 /// operands with FP32 accumulation after set_matmul_precision(MatmulPrecision::bf16).
 /// Throws std::runtime_error on negative sizes, too-small leading dimensions or null pointers.
 template <class T>
 void gemm(bool trans_a, bool trans_b, std::ptrdiff_t M, std::ptrdiff_t N, std::ptrdiff_t K, T alpha, const T* A,
-          std::ptrdiff_t lda, const T* B, std::ptrdiff_t ldb, T beta, T* C, std::ptrdiff_t ldc) {
+          std::ptrdiff_t lda, const T* B, std::ptrdiff_t ldb, T beta, T* C, std::ptrdiff_t ldc,
+          const GemmEpilogue<T>* epilogue) {
     static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "simmim::kernels::gemm: T is float or double");
     detail::gemm::check_arguments(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, alpha != T(0));
     if (M == 0 || N == 0) return;
     if (K == 0 || alpha == T(0)) {
         detail::gemm::scale_c(M, N, beta, C, ldc);
+        if (epilogue) (*epilogue)(C, ldc, 0, 0, M, N);
         return;
     }
     if constexpr (std::is_same_v<T, float>) {
         if (matmul_precision() == MatmulPrecision::bf16) {  // set_matmul_precision checked the CPU
-            gemm_bf16(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+            gemm_bf16(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, epilogue);
             return;
         }
     }
 #if defined(SIMMIM_GEMM_AVX512) || defined(SIMMIM_GEMM_AVX2)
     if constexpr (std::is_same_v<T, float>) {
-        detail::gemm::gemm_packed(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        detail::gemm::gemm_packed(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, epilogue);
         return;
     }
 #endif
     detail::gemm::gemm_eigen(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (epilogue) (*epilogue)(C, ldc, 0, 0, M, N);
+}
+
+/// C = alpha * op(A) * op(B) + beta * C (the above without an epilogue).
+template <class T>
+void gemm(bool trans_a, bool trans_b, std::ptrdiff_t M, std::ptrdiff_t N, std::ptrdiff_t K, T alpha, const T* A,
+          std::ptrdiff_t lda, const T* B, std::ptrdiff_t ldb, T beta, T* C, std::ptrdiff_t ldc) {
+    gemm<T>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, static_cast<const GemmEpilogue<T>*>(nullptr));
 }
 
 }  // namespace simmim::kernels
@@ -512,7 +529,8 @@ void gemm(bool trans_a, bool trans_b, std::ptrdiff_t M, std::ptrdiff_t N, std::p
 namespace simmim::kernels {
 #define SIMMIM_GEMM_INSTANTIATION(EXTERN, T)                                                                  \
     EXTERN template void gemm<T>(bool, bool, std::ptrdiff_t, std::ptrdiff_t, std::ptrdiff_t, T, const T*, \
-                                 std::ptrdiff_t, const T*, std::ptrdiff_t, T, T*, std::ptrdiff_t);
+                                 std::ptrdiff_t, const T*, std::ptrdiff_t, T, T*, std::ptrdiff_t,         \
+                                 const GemmEpilogue<T>*);
 SIMMIM_GEMM_INSTANTIATION(extern, float)
 SIMMIM_GEMM_INSTANTIATION(extern, double)
 }  // namespace simmim::kernels

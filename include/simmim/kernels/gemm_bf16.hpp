@@ -42,6 +42,8 @@
 #include <omp.h>
 #endif
 
+#include "simmim/kernels/gemm_epilogue.hpp"
+
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define SIMMIM_BF16_KERNEL 1
 #include <immintrin.h>
@@ -354,7 +356,8 @@ private:
                                                              std::ptrdiff_t K, float alpha, const float* A,
                                                              std::ptrdiff_t a_ri, std::ptrdiff_t a_rk, const float* B,
                                                              std::ptrdiff_t b_rk, std::ptrdiff_t b_rj, float beta,
-                                                             float* C, std::ptrdiff_t ldc) {
+                                                             float* C, std::ptrdiff_t ldc,
+                                                             const GemmEpilogue<float>* epilogue) {
     Scratch& scratch = Scratch::for_this_thread();
     Word* a_block = scratch.a_block();
     Word* b_block = scratch.b_block();
@@ -366,6 +369,7 @@ private:
             const std::ptrdiff_t kp = (kc + 1) / 2;
             const bool read_c = p0 > 0 || beta != 0.0f;
             const float beta_block = p0 > 0 ? 1.0f : beta;
+            const bool last = p0 + kc == K;
             pack_b(B + p0 * b_rk + n0 * b_rj, b_rk, b_rj, kc, nb, b_block);
             for (std::ptrdiff_t m0 = m_begin; m0 < m_end; m0 += MB) {
                 const std::ptrdiff_t mb = std::min<std::ptrdiff_t>(MB, m_end - m0);
@@ -382,14 +386,15 @@ private:
                         float* c = C + (m0 + i) * ldc + n0 + j;
                         if (cols == width) {
                             kernel(kp, a_panel, b_panel, width, c, ldc, alpha, beta_block, read_c);
-                            continue;
+                        } else {
+                            for (std::ptrdiff_t r = 0; r < tile_rows; ++r)
+                                for (std::ptrdiff_t x = 0; x < width; ++x)
+                                    tile[r * NR + x] = (read_c && x < cols) ? c[r * ldc + x] : 0.0f;
+                            kernel(kp, a_panel, b_panel, width, tile, NR, alpha, beta_block, read_c);
+                            for (std::ptrdiff_t r = 0; r < tile_rows; ++r)
+                                for (std::ptrdiff_t x = 0; x < cols; ++x) c[r * ldc + x] = tile[r * NR + x];
                         }
-                        for (std::ptrdiff_t r = 0; r < tile_rows; ++r)
-                            for (std::ptrdiff_t x = 0; x < width; ++x)
-                                tile[r * NR + x] = (read_c && x < cols) ? c[r * ldc + x] : 0.0f;
-                        kernel(kp, a_panel, b_panel, width, tile, NR, alpha, beta_block, read_c);
-                        for (std::ptrdiff_t r = 0; r < tile_rows; ++r)
-                            for (std::ptrdiff_t x = 0; x < cols; ++x) c[r * ldc + x] = tile[r * NR + x];
+                        if (last && epilogue) (*epilogue)(c, ldc, m0 + i, n0 + j, tile_rows, cols);
                     }
                 }
             }
@@ -405,10 +410,11 @@ inline constexpr double kParallelMinFma = 1 << 20;
 
 /// C = alpha * bf16(op(A)) * bf16(op(B)) + beta * C with FP32 accumulation; the arguments as kernels::gemm
 /// (row-major, op(A) M x K, op(B) K x N; beta == 0 does not read C), already checked by the caller, M, N,
-/// K > 0 and alpha != 0. The CPU must support the kernel (cpu_supports_bf16()); throws otherwise.
+/// K > 0 and alpha != 0; epilogue (may be null) as kernels::gemm's. The CPU must support the kernel
+/// (cpu_supports_bf16()); throws otherwise.
 inline void gemm_bf16(bool trans_a, bool trans_b, std::ptrdiff_t M, std::ptrdiff_t N, std::ptrdiff_t K, float alpha,
                       const float* A, std::ptrdiff_t lda, const float* B, std::ptrdiff_t ldb, float beta, float* C,
-                      std::ptrdiff_t ldc) {
+                      std::ptrdiff_t ldc, const GemmEpilogue<float>* epilogue = nullptr) {
 #if defined(SIMMIM_BF16_KERNEL)
     using namespace detail::bf16;
     const std::ptrdiff_t a_ri = trans_a ? 1 : lda, a_rk = trans_a ? lda : 1;
@@ -427,9 +433,9 @@ inline void gemm_bf16(bool trans_a, bool trans_b, std::ptrdiff_t M, std::ptrdiff
         const std::ptrdiff_t end = std::min(extent, tiles * (part + 1) / parts * step);
         if (begin >= end) return;
         if (split_m)
-            gemm_range(begin, end, 0, N, K, alpha, A, a_ri, a_rk, B, b_rk, b_rj, beta, C, ldc);
+            gemm_range(begin, end, 0, N, K, alpha, A, a_ri, a_rk, B, b_rk, b_rj, beta, C, ldc, epilogue);
         else
-            gemm_range(0, M, begin, end, K, alpha, A, a_ri, a_rk, B, b_rk, b_rj, beta, C, ldc);
+            gemm_range(0, M, begin, end, K, alpha, A, a_ri, a_rk, B, b_rk, b_rj, beta, C, ldc, epilogue);
     };
     if (threads <= 1) {
         run_part(0, 1);
@@ -441,7 +447,7 @@ inline void gemm_bf16(bool trans_a, bool trans_b, std::ptrdiff_t M, std::ptrdiff
 #endif
 #else
     (void)trans_a, (void)trans_b, (void)M, (void)N, (void)K, (void)alpha, (void)A, (void)lda, (void)B, (void)ldb;
-    (void)beta, (void)C, (void)ldc;
+    (void)beta, (void)C, (void)ldc, (void)epilogue;
     throw std::runtime_error("simmim::kernels::gemm_bf16: this build has no bf16 kernel (x86-64 GCC or Clang only)");
 #endif
 }

@@ -13,8 +13,92 @@
 #include "simmim/kernels/simd.hpp"
 #include "simmim/ops/gelu.hpp"
 #include "simmim/ops/layernorm.hpp"
+#include "simmim/ops/linear.hpp"
 
 namespace simmim::ops {
+
+namespace detail {
+/// One row of bias_gelu_forward: pre[i] = in[i] + bias[i], act[i] = gelu(pre[i]), i < n (pre may be in).
+template <class T>
+void bias_gelu_row(T* act, T* pre, const T* in, const T* bias, std::ptrdiff_t n) {
+#if SIMMIM_SIMD
+    if constexpr (kernels::simd_enabled<T>) {
+        using B = kernels::Batch<T>;
+        constexpr std::ptrdiff_t W = kernels::lanes<T>;
+        std::ptrdiff_t i = 0;
+        for (; i + W <= n; i += W) {
+            const B z = B::load_unaligned(in + i) + B::load_unaligned(bias + i);
+            z.store_unaligned(pre + i);
+            detail::gelu<T>(z).store_unaligned(act + i);
+        }
+        if (i < n) {
+            const std::ptrdiff_t r = n - i;
+            const B z = kernels::load_partial(in + i, r) + kernels::load_partial(bias + i, r);
+            kernels::store_partial(pre + i, z, r);
+            kernels::store_partial(act + i, detail::gelu<T>(z), r);
+        }
+        return;
+    }
+#endif
+    const T inv_sqrt2 = T(0.70710678118654752440084436210485);
+    for (std::ptrdiff_t i = 0; i < n; ++i) {
+        const T z = in[i] + bias[i];
+        pre[i] = z;
+        act[i] = T(0.5) * z * (T(1) + std::erf(z * inv_sqrt2));
+    }
+}
+
+/// One row of the fused GELU backward: d[i] = dact[i] * gelu'(pre[i]), i < n (d may be dact).
+template <class T>
+void gelu_backward_row(T* d, const T* dact, const T* pre, std::ptrdiff_t n) {
+#if SIMMIM_SIMD
+    if constexpr (kernels::simd_enabled<T>) {
+        using B = kernels::Batch<T>;
+        constexpr std::ptrdiff_t W = kernels::lanes<T>;
+        std::ptrdiff_t i = 0;
+        for (; i + W <= n; i += W)
+            (B::load_unaligned(dact + i) * detail::gelu_derivative<T>(B::load_unaligned(pre + i))).store_unaligned(d + i);
+        if (i < n) {
+            const std::ptrdiff_t r = n - i;
+            kernels::store_partial(d + i, kernels::load_partial(dact + i, r) * detail::gelu_derivative<T>(kernels::load_partial(pre + i, r)), r);
+        }
+        return;
+    }
+#endif
+    const T inv_sqrt2 = T(0.70710678118654752440084436210485);
+    const T inv_sqrt_2pi = T(0.39894228040143267793994605993438);
+    for (std::ptrdiff_t i = 0; i < n; ++i) {
+        const T x = pre[i];
+        const T cdf = T(0.5) * (T(1) + std::erf(x * inv_sqrt2));
+        const T pdf = inv_sqrt_2pi * std::exp(T(-0.5) * x * x);
+        d[i] = dact[i] * (cdf + x * pdf);
+    }
+}
+
+template <class T>
+struct BiasGeluEpilogue {
+    const T* bias;
+    T* act;
+    std::ptrdiff_t ld_act;
+    static void apply(const void* self, T* c, std::ptrdiff_t ldc, std::ptrdiff_t row, std::ptrdiff_t col,
+                      std::ptrdiff_t rows, std::ptrdiff_t cols) {
+        const auto& e = *static_cast<const BiasGeluEpilogue*>(self);
+        for (std::ptrdiff_t r = 0; r < rows; ++r)
+            bias_gelu_row(e.act + (row + r) * e.ld_act + col, c + r * ldc, c + r * ldc, e.bias + col, cols);
+    }
+};
+
+template <class T>
+struct GeluBackwardEpilogue {
+    const T* pre;
+    std::ptrdiff_t ld_pre;
+    static void apply(const void* self, T* c, std::ptrdiff_t ldc, std::ptrdiff_t row, std::ptrdiff_t col,
+                      std::ptrdiff_t rows, std::ptrdiff_t cols) {
+        const auto& e = *static_cast<const GeluBackwardEpilogue*>(self);
+        for (std::ptrdiff_t r = 0; r < rows; ++r) gelu_backward_row(c + r * ldc, c + r * ldc, e.pre + (row + r) * e.ld_pre + col, cols);
+    }
+};
+}  // namespace detail
 
 /// pre (M, F) = in_no_bias (M, F) + bias (F) (saved for gelu_backward), act (M, F) = gelu(pre).
 /// Equals: pre = in_no_bias + bias per row; gelu_forward(act, pre, M * F). Lets a model call
@@ -22,39 +106,34 @@ namespace simmim::ops {
 /// not alias pre or in_no_bias.
 template <class T>
 void bias_gelu_forward(T* act, T* pre, const T* in_no_bias, const T* bias, std::ptrdiff_t M, std::ptrdiff_t F) {
-#if SIMMIM_SIMD
-    if constexpr (kernels::simd_enabled<T>) {
-        using B = kernels::Batch<T>;
-        constexpr std::ptrdiff_t W = kernels::lanes<T>;
 #pragma omp parallel for schedule(static) if (M * F >= kernels::kParallelMinWork)
-        for (std::ptrdiff_t r = 0; r < M; ++r) {
-            const T* in_row = in_no_bias + r * F;
-            T* pre_row = pre + r * F;
-            T* act_row = act + r * F;
-            std::ptrdiff_t i = 0;
-            for (; i + W <= F; i += W) {
-                const B z = B::load_unaligned(in_row + i) + B::load_unaligned(bias + i);
-                z.store_unaligned(pre_row + i);
-                detail::gelu<T>(z).store_unaligned(act_row + i);
-            }
-            if (i < F) {
-                const std::ptrdiff_t n = F - i;
-                const B z = kernels::load_partial(in_row + i, n) + kernels::load_partial(bias + i, n);
-                kernels::store_partial(pre_row + i, z, n);
-                kernels::store_partial(act_row + i, detail::gelu<T>(z), n);
-            }
-        }
-        return;
-    }
-#endif
-    const T inv_sqrt2 = T(0.70710678118654752440084436210485);
-#pragma omp parallel for schedule(static) if (M * F >= kernels::kParallelMinWork)
-    for (std::ptrdiff_t r = 0; r < M; ++r)
-        for (std::ptrdiff_t i = 0; i < F; ++i) {
-            const T z = in_no_bias[r * F + i] + bias[i];
-            pre[r * F + i] = z;
-            act[r * F + i] = T(0.5) * z * (T(1) + std::erf(z * inv_sqrt2));
-        }
+    for (std::ptrdiff_t r = 0; r < M; ++r) detail::bias_gelu_row(act + r * F, pre + r * F, in_no_bias + r * F, bias, F);
+}
+
+/// The first layer of an MLP, fused: pre (M, F) = in (M, K) weight (F, K)^T + bias (F), act (M, F) = gelu(pre).
+/// The same bits as linear_forward(pre, in, weight, nullptr, ...) then bias_gelu_forward(act, pre, pre, bias, ...),
+/// but the bias and GELU are applied to each tile of the product as the GEMM computes it (kernels::GemmEpilogue),
+/// so pre is not read back from memory. act must not alias pre or in.
+template <class T>
+void linear_bias_gelu_forward(T* act, T* pre, const T* in, const T* weight, const T* bias, std::ptrdiff_t M,
+                              std::ptrdiff_t K, std::ptrdiff_t F) {
+    const detail::BiasGeluEpilogue<T> context{bias, act, F};
+    const kernels::GemmEpilogue<T> epilogue{&detail::BiasGeluEpilogue<T>::apply, &context};
+    kernels::gemm<T>(false, true, M, F, K, T(1), in, K, weight, K, T(0), pre, F, &epilogue);
+}
+
+/// The backward of gelu then a linear layer (an MLP's fc2), fused: with act = gelu(pre) the layer's input,
+/// d_pre (M, F) = (dout (M, D) weight (D, F)) * gelu'(pre) (overwritten), dweight (D, F) += dout^T act and
+/// dbias (D) += colsum(dout). The same values as linear_backward(d_act, ..., 0) then d_pre = 0,
+/// gelu_backward(d_pre, d_act, pre, M F) (up to the sign of zeros), without the d_act buffer: the GELU
+/// derivative is applied to each tile of the input-gradient product as it is computed. dbias may be null.
+template <class T>
+void linear_backward_gelu(T* d_pre, T* dweight, T* dbias, const T* dout, const T* act, const T* pre, const T* weight,
+                          std::ptrdiff_t M, std::ptrdiff_t F, std::ptrdiff_t D) {
+    const detail::GeluBackwardEpilogue<T> context{pre, F};
+    const kernels::GemmEpilogue<T> epilogue{&detail::GeluBackwardEpilogue<T>::apply, &context};
+    kernels::gemm<T>(false, false, M, F, D, T(1), dout, D, weight, F, T(0), d_pre, F, &epilogue);
+    linear_backward<T>(nullptr, dweight, dbias, dout, act, weight, M, F, D);
 }
 
 /// sum_out (M, D) = x (M, D) + residual (M, D); ln_out (M, D) = LayerNorm(sum_out) with weight, bias (D),

@@ -30,11 +30,10 @@ public:
         }
     };
     struct Scratch {
-        BatchTensor<T, Shape<N, F>> d_fc1, d_act;
+        BatchTensor<T, Shape<N, F>> d_fc1;
         template <class Fn>
         void for_each(Fn&& f) {
             f(d_fc1);
-            f(d_act);
         }
         void resize(std::size_t B) {
             for_each([&](auto& t) { t.resize(B); });
@@ -52,17 +51,15 @@ public:
     /// out (B, N, D) = fc2(gelu(fc1(in))); fills c.
     void forward(T* out, const T* in, int B, Cache& c) const {
         const std::ptrdiff_t M = static_cast<std::ptrdiff_t>(B) * N;
-        // fc1 = in W1^T + b1 (pre-activation, kept for backward); act = gelu(fc1)
-        ops::linear_forward(c.fc1.data(), in, fc1_w.data(), static_cast<const T*>(nullptr), M, D, F);
-        ops::bias_gelu_forward(c.act.data(), c.fc1.data(), c.fc1.data(), fc1_b.data(), M, F);
+        // fc1 = in W1^T + b1 (pre-activation, kept for backward); act = gelu(fc1), both in the GEMM's epilogue
+        ops::linear_bias_gelu_forward(c.act.data(), c.fc1.data(), in, fc1_w.data(), fc1_b.data(), M, D, F);
         ops::linear_forward(out, c.act.data(), fc2_w.data(), fc2_b.data(), M, F, D);
     }
     /// din (B, N, D) = d in from dout (overwritten); accumulates the parameter gradients.
     void backward(T* din, const T* dout, const T* in, int B, const Cache& c, Scratch& s) const {
         const std::ptrdiff_t M = static_cast<std::ptrdiff_t>(B) * N;
-        ops::linear_backward(s.d_act.data(), fc2_w.grad(), fc2_b.grad(), dout, c.act.data(), fc2_w.data(), M, F, D, T(0));
-        ops::fill(s.d_fc1.data(), M * F, T(0));
-        ops::gelu_backward(s.d_fc1.data(), s.d_act.data(), c.fc1.data(), M * F);
+        // d_fc1 = (dout W2) * gelu'(fc1), the GELU derivative in the input-gradient GEMM's epilogue
+        ops::linear_backward_gelu(s.d_fc1.data(), fc2_w.grad(), fc2_b.grad(), dout, c.act.data(), c.fc1.data(), fc2_w.data(), M, F, D);
         ops::linear_backward(din, fc1_w.grad(), fc1_b.grad(), s.d_fc1.data(), in, fc1_w.data(), M, D, F, T(0));
     }
 
