@@ -11,7 +11,8 @@
 #   OURS_PASSIVE   1 (default): also run ours with OMP_WAIT_POLICY=PASSIVE and keep the faster; 0: as is only
 #   TABLE_ONLY     1: run nothing, only print the table of the results already in OUT
 #   COMPARE_OPS    1 (default): also the masking and attention rows; 0: the train-step rows only
-#   TRAIN_PRESETS  the train-step presets (default: vit-t4-32 vit-t16-224 vit-s16-224 swin-d32 swin-b-192)
+#   TRAIN_PRESETS  the train-step presets (default: vit-t4-32 vit-t16-224 vit-s16-224 vit-b16-224 swin-d32 swin-b-192)
+#   PRECISIONS     our train-step matmul precisions (default "fp32 bf16"; bf16 needs AVX512-BF16), one process each
 #   AMP_VARIANTS   the PyTorch train-step precisions tried (default "fp32 bf16": bf16 = torch.autocast("cpu",
 #                  dtype=torch.bfloat16) around the forward, PyTorch's one-line mixed precision on AVX512-BF16)
 #
@@ -37,7 +38,8 @@ REPS="${REPS:-3}"
 PEER_VARIANTS="${PEER_VARIANTS:-all}"
 OURS_PASSIVE="${OURS_PASSIVE:-1}"
 export COMPARE_OPS="${COMPARE_OPS:-1}"
-export TRAIN_PRESETS="${TRAIN_PRESETS:-vit-t4-32 vit-t16-224 vit-s16-224 swin-d32 swin-b-192}"
+export TRAIN_PRESETS="${TRAIN_PRESETS:-vit-t4-32 vit-t16-224 vit-s16-224 vit-b16-224 swin-d32 swin-b-192}"
+export PRECISIONS="${PRECISIONS:-fp32 bf16}"
 AMP_VARIANTS="${AMP_VARIANTS:-fp32 bf16}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON=/usr/bin/python3
@@ -79,7 +81,9 @@ run_ours() {  # variant, name, binary, extra arguments...
 }
 for variant in "${ours_variants[@]}"; do
     for preset in $TRAIN_PRESETS; do
-        run_ours "$variant" "train_$preset" bench_train_step --benchmark_filter="/$preset/"
+        for precision in $PRECISIONS; do
+            run_ours "$variant" "train_${preset}_$precision" bench_train_step --benchmark_filter="/$preset/.*/$precision\$"
+        done
     done
     if [[ "$COMPARE_OPS" == 1 ]]; then
         run_ours "$variant" masking bench_masking
@@ -219,17 +223,27 @@ def add(name, our_variant, our_ms, our_text, peer_label, peer_ms, peer_text, fra
 
 peak = None
 train_peers = peers("train_step")
-batches = {"vit-t4-32": 64, "vit-t16-224": 16, "vit-s16-224": 8, "swin-d32": 64, "swin-b-192": 4}
+batches = {"vit-t4-32": 64, "vit-t16-224": 16, "vit-s16-224": 8, "vit-b16-224": 8, "swin-d32": 64, "swin-b-192": 4}
 for preset in os.environ.get("TRAIN_PRESETS", " ".join(batches)).split():
     batch = batches[preset]
-    ov, b, oall = fastest_ours(ours(f"train_{preset}"), f"train_step/{preset}/batch{batch}/iterations:3")
-    peak = b["peak_GFLOP/s"]
     pl, p, pall = fastest_peer(train_peers, lambda r: r["preset"] == preset, preset)
-    our_ms = ms(b)
-    add(f"train step {preset}, batch {batch}", ov, our_ms, f"{our_ms:.0f} ms ({batch / our_ms * 1e3:.1f} img/s)",
-        pl, p["ms_median"], f"{p['ms_median']:.0f} ms ({p['images_per_s']:.1f} img/s)",
-        f"{b['peak_frac']:.0%} ({b['GFLOP/s']:.0f} GFLOP/s)", f"{b['peak_rss_MB']:.0f} / {p['peak_rss_MB']:.0f} MB",
-        oall, pall)
+    fp32_ms = None
+    for precision in os.environ.get("PRECISIONS", "fp32 bf16").split():
+        ov, b, oall = fastest_ours(ours(f"train_{preset}_{precision}"),
+                                   f"train_step/{preset}/batch{batch}/{precision}/iterations:3")
+        peak = b["peak_GFLOP/s"]
+        our_ms = ms(b)
+        if precision == "fp32":
+            fp32_ms = our_ms
+            frac = f"{b['peak_frac']:.0%} ({b['GFLOP/s']:.0f} GFLOP/s)"
+        else:  # bf16: against the VDPBF16PS peak, and the speed-up over our FP32 step
+            frac = f"{b['bf16_peak_frac']:.0%} of bf16 peak ({b['GFLOP/s']:.0f} GFLOP/s)"
+            if fp32_ms:
+                frac += f"; {fp32_ms / our_ms:.2f}x our fp32"
+        add(f"train step {preset}, batch {batch}, {precision}", ov, our_ms,
+            f"{our_ms:.0f} ms ({batch / our_ms * 1e3:.1f} img/s)", pl, p["ms_median"],
+            f"{p['ms_median']:.0f} ms ({p['images_per_s']:.1f} img/s)", frac,
+            f"{b['peak_rss_MB']:.0f} / {p['peak_rss_MB']:.0f} MB", oall, pall)
 
 if os.environ.get("COMPARE_OPS", "1") == "1":  # the masking and attention rows
     mask = ours("masking")

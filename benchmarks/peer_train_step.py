@@ -34,6 +34,7 @@ PRESETS = {
     "vit-t4-32": (32, 3, 4, 192, 12, 3, 4, 8, 64),
     "vit-t16-224": (224, 3, 16, 192, 12, 3, 4, 32, 16),
     "vit-s16-224": (224, 3, 16, 384, 12, 6, 4, 32, 8),
+    "vit-b16-224": (224, 3, 16, 768, 12, 12, 4, 32, 8),
 }
 # name: (img_size, in_chans, patch_size, window_size, embed_dim, depths, num_heads, mask_patch, batch)
 SWIN_PRESETS = {
