@@ -13,6 +13,8 @@
 // call) and peak_frac = FLOPS / (measured single-core FMA peak x threads), a fraction that Google
 // Benchmark prints with a "/s" suffix because it is computed as a rate.
 // Before timing, every shape is validated: ours vs Eigen within float round-off, or exit(1).
+// With AVX512-BF16, "<product>/ours_bf16" runs the same product in bf16 matmul precision (not validated
+// against Eigen: tests/test_bf16.cpp checks it against an FP64 product of the rounded operands).
 // Run with --benchmark_repetitions=5 --benchmark_report_aggregates_only=true on a busy machine.
 #include <benchmark/benchmark.h>
 
@@ -198,9 +200,11 @@ void BM_peak(benchmark::State& state) {
     state.counters["GFLOPS"] = gflops;
 }
 
-void BM_gemm(benchmark::State& state, const Product& p, bool ours) {
+void BM_gemm(benchmark::State& state, const Product& p, bool ours, bool bf16) {
     const int threads = static_cast<int>(state.range(0));
     set_threads(threads);
+    const simmim::kernels::ScopedMatmulPrecision precision(bf16 ? simmim::kernels::MatmulPrecision::bf16
+                                                                : simmim::kernels::MatmulPrecision::fp32);
     Buffers m(p);
     for (auto _ : state) {
         if (ours)
@@ -225,6 +229,7 @@ int main(int argc, char** argv) {
     const int max_threads = 1;
 #endif
     const std::vector<Product> products = make_products();
+    const bool bf16 = simmim::kernels::cpu_supports_bf16();  // then also "<product>/ours_bf16"
     for (const Product& p : products)
         if (!validate(p)) return 1;
     g_peak_gflops_one_core = measure_peak_gflops(1, 0.5);
@@ -238,7 +243,12 @@ int main(int argc, char** argv) {
             if (threads > max_threads) continue;
             for (const bool ours : {true, false}) {
                 const std::string name = p.name + (ours ? "/ours" : "/eigen");
-                auto* b = benchmark::RegisterBenchmark(name.c_str(), BM_gemm, p, ours);
+                auto* b = benchmark::RegisterBenchmark(name.c_str(), BM_gemm, p, ours, false);
+                b->Arg(threads)->Unit(benchmark::kMillisecond);
+                if (threads > 1) b->UseRealTime();
+            }
+            if (bf16) {  // the bf16 kernel (peak_frac stays against the FP32 peak: 2.0 would be the bf16 peak)
+                auto* b = benchmark::RegisterBenchmark((p.name + "/ours_bf16").c_str(), BM_gemm, p, true, true);
                 b->Arg(threads)->Unit(benchmark::kMillisecond);
                 if (threads > 1) b->UseRealTime();
             }

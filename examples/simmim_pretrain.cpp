@@ -200,6 +200,8 @@ int train(const Options& o) {
         std::printf("simmim_pretrain: %s on %s (%zu images, %s), %lld steps of %d (%lld per epoch), %s, %s\n", o.model.c_str(),
                     data.train->description().c_str(), data.train->size(), data.format.c_str(), static_cast<long long>(total), o.batch,
                     static_cast<long long>(steps_per_epoch), processes.c_str(), start > 0 ? ("resuming at step " + std::to_string(start)).c_str() : "from scratch");
+        if (const std::string warning = simmim::examples::isa_mismatch_warning(); !warning.empty())
+            std::fprintf(stderr, "%s\n", warning.c_str());
         std::printf("  memory: %s of parameters, gradients and AdamW moments, %s of activations at batch %d (Model::activation_bytes)\n",
                     simmim::format_bytes(4 * sizeof(float) * model->params().size()).c_str(),
                     simmim::format_bytes(Model::activation_bytes(mine.count)).c_str(), mine.count);

@@ -28,6 +28,7 @@
 #include "simmim/core/tensor.hpp"
 #include "simmim/data/open.hpp"
 #include "simmim/kernels/gemm.hpp"
+#include "simmim/kernels/simd.hpp"
 
 namespace simmim::examples {
 
@@ -47,10 +48,37 @@ inline void set_precision(const std::string& precision) {
     }
 }
 
-/// The matrix-product path for the start line: "fp32 matmul (avx512)" or "bf16 matmul (avx512-bf16, FP32 accumulation)".
+/// The kernel paths for the start line: "fp32 matmul (avx512), element-wise avx512bw" or "bf16 matmul (avx512-bf16,
+/// FP32 accumulation), element-wise avx512bw".
 inline std::string precision_description() {
-    if (kernels::matmul_precision() == kernels::MatmulPrecision::bf16) return "bf16 matmul (avx512-bf16, FP32 accumulation)";
-    return std::string("fp32 matmul (") + kernels::gemm_float_path + ")";
+    std::string text = kernels::matmul_precision() == kernels::MatmulPrecision::bf16
+                           ? std::string("bf16 matmul (avx512-bf16, FP32 accumulation)")
+                           : std::string("fp32 matmul (") + kernels::gemm_float_path + ")";
+#if SIMMIM_SIMD
+    text += ", element-wise ";
+    text += kernels::isa_name();
+#else
+    text += ", element-wise scalar";
+#endif
+    return text;
+}
+
+/// A warning when the running CPU has AVX-512 (or AVX2 + FMA) but this program was compiled for less (no
+/// -march=native): the kernels' ISA is chosen at compile time, and such a build runs several times slower. Empty
+/// when the build matches the CPU.
+inline std::string isa_mismatch_warning() {
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+    __builtin_cpu_init();
+    const bool cpu512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+    const bool cpu2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    const std::string built = kernels::gemm_float_path;
+    if ((cpu512 && built != "avx512") || (!cpu512 && cpu2 && built == "portable"))
+        return std::string("warning: this CPU has ") + (cpu512 ? "AVX-512" : "AVX2 + FMA") + " but the kernels were compiled for " +
+               (built == "portable" ? std::string("baseline x86-64 (no -march)") : built) +
+               ": training runs several times slower; rebuild with -march=native (CMake -DSIMMIM_NATIVE=ON)";
+#endif
+    return {};
 }
 
 /// For a program not yet split into parse() and run() (cli_errors.hpp): parses argv, sets the thread

@@ -87,6 +87,32 @@ head -c 4096 "$tmp/nan/checkpoint.safetensors" | grep -aq '"step":"4"' && ok "th
 "$bin" "${common[@]}" --out "$tmp/nanskip" --inject-nan-at 6 --skip-nonfinite > "$tmp/nanskip.log" 2>&1 &&
     grep -q "1 skipped as non-finite" "$tmp/nanskip.log" && ok "--skip-nonfinite skips and counts" || bad "--skip-nonfinite: $(tail -2 "$tmp/nanskip.log")"
 
+# 6. --precision: an unknown value and bf16 on a CPU without AVX512-BF16 (simulated by SIMMIM_NO_BF16) are usage
+#    errors naming the reason; on a CPU with it, bf16 trains, says so, differs from fp32 by bf16 rounding only,
+#    and resumes an fp32 checkpoint (checkpoints are FP32 in both precisions)
+expect_usage "--precision fp16" --model vit-tiny-test --steps 3 --precision fp16
+SIMMIM_NO_BF16=1 "$bin" --model vit-tiny-test --steps 3 --precision bf16 --out "$tmp/usage" > "$tmp/u.log" 2>&1
+code=$?
+[ $code -eq 2 ] && grep -q "^simmim_pretrain: --precision bf16: bf16 matrix products are disabled by SIMMIM_NO_BF16" "$tmp/u.log" &&
+    [ "$(wc -l < "$tmp/u.log")" -eq 1 ] && ok "usage error: --precision bf16 without AVX512-BF16 names the reason" ||
+    bad "--precision bf16 refused wrongly: code $code: $(head -3 "$tmp/u.log")"
+if grep -qw avx512_bf16 /proc/cpuinfo; then
+    "$bin" "${common[@]}" --precision bf16 --out "$tmp/bf16" > "$tmp/bf16.log" 2>&1 || bad "bf16 run failed: $(tail -2 "$tmp/bf16.log")"
+    grep -q "bf16 matmul (avx512-bf16, FP32 accumulation)" "$tmp/bf16.log" && ok "the start line names the bf16 path" || bad "no bf16 path in: $(head -1 "$tmp/bf16.log")"
+    grep -q "fp32 matmul" "$tmp/full.log" && ok "the start line names the fp32 path" || bad "no fp32 path in: $(head -1 "$tmp/full.log")"
+    # the loss of every logged step within 2% of fp32's, and not all equal (bf16 did run)
+    losses() { grep -o '"loss":[^,}]*' "$1" | cut -d: -f2; }
+    if paste <(losses "$tmp/full/metrics.jsonl") <(losses "$tmp/bf16/metrics.jsonl") |
+        awk '{ n++; d = $1 - $2; if (d < 0) d = -d; if (d > 0.02 * ($1 < 0 ? -$1 : $1)) bad++; if ($1 != $2) diff++ }
+             END { print "fp32 / bf16 final loss:", $1, $2; exit !(n == 14 && bad == 0 && diff > 0) }'
+    then ok "bf16 losses within 2% of fp32 at every step, and not identical"; else bad "bf16 losses not within 2% of fp32"; fi
+    "$bin" "${common[@]/14/400}" --precision bf16 --out "$tmp/sig" --resume "$tmp/sig/checkpoint.safetensors" --stop-after 2 > "$tmp/bf16r.log" 2>&1 &&
+        grep -q "resuming at step" "$tmp/bf16r.log" && ok "bf16 resumes a checkpoint written in fp32" ||
+        bad "bf16 resume of an fp32 checkpoint failed: $(tail -2 "$tmp/bf16r.log")"
+else
+    echo "note: this CPU has no AVX512-BF16: the bf16 training checks do not apply (the refusal above did run)"
+fi
+
 # 5. outputs, and the checkpoint as weights for simmim_reconstruct
 for f in checkpoint.safetensors metrics.jsonl reconstruction.png loss_curve.svg; do
     [ -s "$tmp/full/$f" ] && ok "output $f" || bad "missing output $f"
