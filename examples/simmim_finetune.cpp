@@ -158,7 +158,7 @@ int finetune(const Options& o, const simmim::data::OpenedDataset& data, std::siz
     const int crop_padding = o.crop_padding >= 0 ? o.crop_padding : C.image_size / 8;
     const double drop_path = o.drop_path >= 0 ? o.drop_path : has_drop_path ? 0.1 : 0.0;
     const data::MixupConfig mix{o.mixup, o.cutmix, o.mix_prob, o.mix_switch};
-    constexpr std::uint64_t kMixStream = 0x4D69787570, kDropStream = 0x44726F7050617468;
+    constexpr std::uint64_t kMixStream = 0x4D69787570;  // "Mixup"; the drop path stream is "DropPath" (set_drop_path)
 
     struct Subset : data::Dataset {  // the first n images (quick runs)
         std::shared_ptr<const data::Dataset> base;
@@ -187,7 +187,7 @@ int finetune(const Options& o, const simmim::data::OpenedDataset& data, std::siz
     for (std::size_t k = 0; k < ps.size(); ++k)  // layer-wise lr decay (official: get_layer_id / get_swin_layer)
         opt.set_lr_scale(k, std::pow(o.layer_decay, Model::num_layers + 1 - Model::layer_id(ps[k].name)));
     auto set_drop_path = [&](double rate, std::int64_t step) {
-        if constexpr (has_drop_path) model->encoder().set_drop_path(rate, derive_seed(o.seed, kDropStream), step);
+        if constexpr (has_drop_path) model->encoder().set_drop_path(rate, derive_seed(o.seed, 0x44726F7050617468), step);
     };
 
     const fs::path ckpt_path = fs::path(o.out) / "checkpoint.safetensors", metrics_path = fs::path(o.out) / "metrics.jsonl";
