@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "cli_checks.hpp"
 #include "cli_errors.hpp"
@@ -24,9 +25,16 @@ struct Options {
     double base_lr = 0, warmup_epochs = -1, warmup_lr = 2.5e-7, min_lr = 2.5e-7, weight_decay = 0.05, layer_decay = 0.65,
            label_smoothing = 0.1, clip = 5.0;
     double label_fraction = 1.0;   // train on a class-balanced fraction of the labelled images (data/subset.hpp)
+    // the fine-tuning augmentation (data/augment.hpp, data/mixup.hpp) and regularisation; -1: the preset's default
+    int crop_padding = -1;         // RandomCrop padding in pixels; default image_size / 8 (4 at 32 px)
+    double hflip = 0.5, random_erase = 0.25, mixup = 0.0, cutmix = 0.0, mix_prob = 1.0, mix_switch = 0.5;
+    double drop_path = -1;         // stochastic depth rate of the last block; default 0.1 (ViT), 0 (Swin: not implemented)
+    std::string resume;            // continue from this fine-tuning checkpoint
+    std::int64_t stop_after = 0;   // stop (with a checkpoint) after N steps of this invocation
     std::uint64_t seed = 0, label_seed = 0;
     std::int64_t log_every = 50, max_train = 0, max_test = 0;
     bool strict_images = false;  // a damaged or unreadable file in an image folder is an error, not skipped
+    std::vector<std::string> finetune_only;  // the options given that only --mode finetune uses (validate())
 };
 
 /// The checks of a combination of options that CLI11 cannot express (UsageError): --epochs is needed,
@@ -35,6 +43,8 @@ struct Options {
 /// before an unknown one, so a mistyped "--epoch 3" would be reported as a missing --epochs.)
 inline void validate(const Options& o) {
     if (o.epochs == 0) throw UsageError("--epochs is required");
+    if (o.mode == "linprobe" && !o.finetune_only.empty())
+        throw UsageError(o.finetune_only.front() + " is an option of --mode finetune (the linear probe trains on fixed, unaugmented features)");
     if (o.vit == "official" && o.mode == "finetune")
         throw UsageError("--mode finetune is built for the common ViT only; --mode linprobe takes official-ViT encoders");
     for (const auto& p : presets::all)
@@ -76,8 +86,32 @@ inline Parsed<Options> parse(int argc, const char* const* argv) {
     app.add_option("--log-every", o.log_every, "Progress line every N steps when not on a terminal")->check(at_least<i64>(1))->capture_default_str();
     app.add_option("--max-train", o.max_train, "Use only the first N training images (quick runs)")->check(at_least<i64>(0));
     app.add_option("--max-test", o.max_test, "Evaluate on the first N test images only")->check(at_least<i64>(0));
+    std::vector<CLI::Option*> finetune_only;
+    finetune_only.push_back(app.add_option("--crop-padding", o.crop_padding,
+                                           "Random crop with this many pixels of zero padding per side (0: no crop; default image size / 8, 4 at 32 px)")
+                                ->check(in_range<int>(0, 64, "[]")));
+    finetune_only.push_back(app.add_option("--hflip", o.hflip, "Probability of the horizontal flip (0: off)")->check(in_range<double>(0, 1, "[]"))->capture_default_str());
+    finetune_only.push_back(app.add_option("--random-erase", o.random_erase, "Probability of random erasing (0: off)")
+                                ->check(in_range<double>(0, 1, "[]"))->capture_default_str());
+    finetune_only.push_back(app.add_option("--mixup", o.mixup, "Mixup alpha (0: off; the official fine-tuning uses 0.8)")->check(at_least<double>(0))->capture_default_str());
+    finetune_only.push_back(app.add_option("--cutmix", o.cutmix, "CutMix alpha (0: off; the official fine-tuning uses 1.0)")->check(at_least<double>(0))->capture_default_str());
+    finetune_only.push_back(app.add_option("--mix-prob", o.mix_prob, "Probability that a batch is mixed (with --mixup or --cutmix)")
+                                ->check(in_range<double>(0, 1, "[]"))->capture_default_str());
+    finetune_only.push_back(app.add_option("--mix-switch", o.mix_switch, "Probability of CutMix rather than Mixup when both are on")
+                                ->check(in_range<double>(0, 1, "[]"))->capture_default_str());
+    finetune_only.push_back(app.add_option("--drop-path", o.drop_path, "Stochastic depth rate of the last block, linear from 0 (default 0.1 for the ViT presets)")
+                                ->check(in_range<double>(0, 1, "[)")));
+    finetune_only.push_back(app.add_option("--resume", o.resume, "Continue from this fine-tuning checkpoint (bit-identical with the same thread count)")
+                                ->check(CLI::ExistingFile));
+    finetune_only.push_back(app.add_option("--stop-after", o.stop_after, "Stop (saving a checkpoint) after N steps of this invocation, as if interrupted")
+                                ->check(at_least<i64>(0)));
     app.add_flag("--strict-images", o.strict_images, "An image folder's unreadable or damaged (cut short, corrupt) files are an error (exit 1) instead of being skipped and listed");
-    return parse_options(app, argc, argv, o, validate);
+    return parse_options(app, argc, argv, o, [&](const Options& parsed) {
+        o.finetune_only.clear();
+        for (const CLI::Option* opt : finetune_only)
+            if (opt->count() > 0) o.finetune_only.push_back(opt->get_name());
+        validate(parsed);
+    });
 }
 
 }  // namespace simmim::examples::finetune

@@ -1,23 +1,30 @@
 // simmim_finetune: fine-tuning and linear probing of a (SimMIM-pretrained or random) ViT encoder.
 //
 //   --mode finetune : mean-pooled linear head on the final-normed tokens, every parameter trained with AdamW,
-//                     warmup + cosine, layer-wise lr decay, label smoothing (the official fine-tuning recipe,
-//                     without drop path, mixup or RandAugment).
+//                     warmup + cosine, layer-wise lr decay, label smoothing, drop path (ViT), and the augmentation
+//                     for small images: random crop with zero padding, flip, random erasing, optional
+//                     Mixup / CutMix with soft targets (the official fine-tuning recipe without RandAugment and
+//                     colour jitter); atomic checkpoints every epoch and on SIGINT/SIGTERM, --resume.
 //   --mode linprobe : frozen encoder, average-pooled patch tokens of block k, standardised, linear classifier.
 // Reports top-1 on the held-out test split after every epoch (docs/results.md).
 #include <CLI/CLI.hpp>
 #include <omp.h>
 
 #include <Eigen/Core>
+#include <atomic>
+#include <charconv>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "simmim/data/loader.hpp"
+#include "simmim/data/mixup.hpp"
 #include "simmim/data/open.hpp"
 #include "simmim/data/subset.hpp"
 #include "simmim/io/checkpoint.hpp"
@@ -79,7 +86,7 @@ void load_eval_images(const simmim::data::Dataset& ds, const simmim::data::Augme
 
 struct EpochLog {
     std::ofstream out;
-    explicit EpochLog(const fs::path& p) : out(p) {
+    explicit EpochLog(const fs::path& p, bool append = false) : out(p, append ? std::ios::app : std::ios::trunc) {
         if (!out) throw std::runtime_error("cannot write " + p.string());
     }
     void write(const nlohmann::json& j) {
@@ -88,17 +95,70 @@ struct EpochLog {
     }
 };
 
+/// The configuration a resumed fine-tuning run must share with its checkpoint (everything that changes results).
+nlohmann::json finetune_config(const Options& o, std::size_t n_train, std::size_t n_test, std::int64_t total, std::int64_t warmup, double base_lr,
+                               int crop_padding, double drop_path) {
+    return nlohmann::json{{"data", o.data},
+                          {"model", o.model},
+                          {"init", o.init},
+                          {"epochs", o.epochs},
+                          {"batch", o.batch},
+                          {"total_steps", total},
+                          {"warmup_steps", warmup},
+                          {"base_lr", base_lr},
+                          {"warmup_lr", o.warmup_lr},
+                          {"min_lr", o.min_lr},
+                          {"weight_decay", o.weight_decay},
+                          {"layer_decay", o.layer_decay},
+                          {"label_smoothing", o.label_smoothing},
+                          {"clip_grad", o.clip},
+                          {"train_images", n_train},
+                          {"test_images", n_test},
+                          {"label_fraction", o.label_fraction},
+                          {"label_seed", o.label_seed},
+                          {"crop_padding", crop_padding},
+                          {"hflip", o.hflip},
+                          {"random_erase", o.random_erase},
+                          {"mixup", o.mixup},
+                          {"cutmix", o.cutmix},
+                          {"mix_prob", o.mix_prob},
+                          {"mix_switch", o.mix_switch},
+                          {"drop_path", drop_path},
+                          {"seed", o.seed}};
+}
+
+std::atomic<int> g_signal{0};
+extern "C" void on_signal(int sig) { g_signal.store(sig); }
+
+/// A double as the shortest decimal text that reads back to the same bits (checkpoint metadata).
+std::string exact_text(double v) {
+    char buf[64];
+    const auto r = std::to_chars(buf, buf + sizeof buf, v);
+    return std::string(buf, r.ptr);
+}
+double exact_value(const std::map<std::string, std::string>& meta, const std::string& key, const std::string& file) {
+    const auto it = meta.find(key);
+    double v = 0;
+    if (it == meta.end() || std::from_chars(it->second.data(), it->second.data() + it->second.size(), v).ec != std::errc{})
+        throw std::runtime_error(file + ": checkpoint metadata '" + key + "' is missing or not a number");
+    return v;
+}
+
 /// C the preset's ViTConfig or SwinConfig, Enc its encoder type, K the number of classes.
+///
+/// Every random draw is a pure function of (seed, step, sample): the data order and each sample's crop, flip
+/// and erasing (data::BatchLoader), the batch's Mixup/CutMix (Rng(derive_seed(seed, kMixStream, step))) and
+/// the drop path masks (ViTEncoder::set_drop_path). The checkpoint holds the weights, the AdamW state, the
+/// step, the running train-loss sum of the epoch and the elapsed time, so --resume continues bit-identically.
 template <auto C, class Enc, int K>
 int finetune(const Options& o, const simmim::data::OpenedDataset& data, std::size_t n_train, std::size_t n_test) {
     using namespace simmim;
     using Model = Classifier<float, Enc, K>;
-    auto model = std::make_unique<Model>(o.seed);
-    if (!o.init.empty()) load_encoder(model->params(), o.init);
-    AdamW<float> opt(model->params(), {0.9, 0.999, 1e-8, o.weight_decay});
-    const auto& ps = model->params().params();
-    for (std::size_t k = 0; k < ps.size(); ++k)  // layer-wise lr decay (official: get_layer_id / get_swin_layer)
-        opt.set_lr_scale(k, std::pow(o.layer_decay, Model::num_layers + 1 - Model::layer_id(ps[k].name)));
+    constexpr bool has_drop_path = requires(Enc& e) { e.set_drop_path(0.0, std::uint64_t{0}, std::int64_t{0}); };
+    const int crop_padding = o.crop_padding >= 0 ? o.crop_padding : C.image_size / 8;
+    const double drop_path = o.drop_path >= 0 ? o.drop_path : has_drop_path ? 0.1 : 0.0;
+    const data::MixupConfig mix{o.mixup, o.cutmix, o.mix_prob, o.mix_switch};
+    constexpr std::uint64_t kMixStream = 0x4D69787570;  // "Mixup"; the drop path stream is "DropPath" (set_drop_path)
 
     struct Subset : data::Dataset {  // the first n images (quick runs)
         std::shared_ptr<const data::Dataset> base;
@@ -111,18 +171,72 @@ int finetune(const Options& o, const simmim::data::OpenedDataset& data, std::siz
     auto train_set = std::make_shared<Subset>();
     train_set->base = data.train;
     train_set->n = n_train;
-    const auto aug = data::pretrain_augmentation(data, C.image_size, C.in_chans);
+    const auto aug = data::finetune_augmentation(data, C.image_size, C.in_chans, crop_padding, o.hflip, o.random_erase);
     const auto eval_cfg = data::eval_transform(data, C.image_size, C.in_chans);
-    data::BatchLoader loader(train_set, aug, o.batch, o.seed, 0, 4, 1);
-    const std::int64_t spe = loader.steps_per_epoch(), total = spe * o.epochs;
+    const std::int64_t spe = static_cast<std::int64_t>(n_train / static_cast<std::size_t>(o.batch)), total = spe * o.epochs;
     const double base_lr = o.base_lr > 0 ? o.base_lr : 1.25e-3;
     const double warmup_epochs = o.warmup_epochs >= 0 ? o.warmup_epochs : 0.2 * o.epochs;
-    const auto sched = CosineSchedule::scaled(base_lr, o.min_lr, o.warmup_lr, o.batch, static_cast<std::int64_t>(warmup_epochs * spe), total);
+    const std::int64_t warmup = static_cast<std::int64_t>(warmup_epochs * spe);
+    const auto sched = CosineSchedule::scaled(base_lr, o.min_lr, o.warmup_lr, o.batch, warmup, total);
+    const nlohmann::json config = finetune_config(o, n_train, n_test, total, warmup, base_lr, crop_padding, drop_path);
+    const auto t0 = std::chrono::steady_clock::now();
+
+    auto model = std::make_unique<Model>(o.seed);
+    AdamW<float> opt(model->params(), {0.9, 0.999, 1e-8, o.weight_decay});
+    const auto& ps = model->params().params();
+    for (std::size_t k = 0; k < ps.size(); ++k)  // layer-wise lr decay (official: get_layer_id / get_swin_layer)
+        opt.set_lr_scale(k, std::pow(o.layer_decay, Model::num_layers + 1 - Model::layer_id(ps[k].name)));
+    auto set_drop_path = [&](double rate, std::int64_t step) {
+        if constexpr (has_drop_path) model->encoder().set_drop_path(rate, derive_seed(o.seed, 0x44726F7050617468), step);
+    };
+
+    const fs::path ckpt_path = fs::path(o.out) / "checkpoint.safetensors", metrics_path = fs::path(o.out) / "metrics.jsonl";
+    for (const auto& stale : io::remove_stale_temporaries(ckpt_path))
+        std::printf("removed %s, left by an interrupted checkpoint write of a process that no longer runs\n", stale.c_str());
+    std::int64_t start = 0;
+    double loss_sum = 0, elapsed_before = 0;  // the running train loss of the current epoch, the time of earlier invocations
+    if (!o.resume.empty()) {
+        const auto header = io::read_safetensors_metadata(o.resume);
+        examples::check_resume_config(header, config, o.resume);
+        const auto meta = io::load_checkpoint(o.resume, model->params(), opt);
+        start = io::metadata_count(meta, "step", "--resume " + o.resume);
+        if (start > total) throw UsageError("--resume " + o.resume + ": step " + std::to_string(start) + " is beyond the run's " + std::to_string(total) + " steps");
+        loss_sum = exact_value(meta, "epoch_loss_sum", o.resume);
+        elapsed_before = exact_value(meta, "elapsed_s", o.resume);
+    } else if (!o.init.empty()) {
+        load_encoder(model->params(), o.init);
+    }
+    // metrics.jsonl: one row per finished epoch; a resumed run keeps the rows of the epochs its checkpoint has seen
+    nlohmann::json curve = nlohmann::json::array();
+    if (start > 0) {
+        std::ifstream in(metrics_path);
+        std::string line;
+        while (std::getline(in, line)) {
+            const auto row = nlohmann::json::parse(line, nullptr, false);
+            if (row.is_discarded() || !row.contains("epoch")) break;
+            if (row["epoch"].get<std::int64_t>() <= start / spe) curve.push_back(row);
+        }
+    }
+    {
+        std::ofstream out(metrics_path.string() + ".tmp", std::ios::trunc);
+        for (const auto& row : curve) out << row.dump() << '\n';
+        if (!out.flush()) throw std::runtime_error("cannot write " + metrics_path.string() + ".tmp");
+    }
+    fs::rename(metrics_path.string() + ".tmp", metrics_path);
+    EpochLog log(metrics_path, /*append=*/true);
+
+    std::printf("  recipe: crop padding %d, flip %g, random erase %g, mixup %g, cutmix %g, drop path %g, label smoothing %g, "
+                "%lld steps of %d (%lld per epoch, warmup %lld), base lr %g per 512, layer decay %g%s\n",
+                crop_padding, o.hflip, o.random_erase, o.mixup, o.cutmix, drop_path, o.label_smoothing, static_cast<long long>(total), o.batch,
+                static_cast<long long>(spe), static_cast<long long>(warmup), base_lr, o.layer_decay,
+                start > 0 ? (", resuming at step " + std::to_string(start)).c_str() : "");
+    std::fflush(stdout);
 
     std::vector<float> test_images;
     std::vector<int> test_labels;
     load_eval_images(*data.eval, eval_cfg, 0, n_test, test_images, test_labels);
     auto evaluate = [&] {
+        set_drop_path(0.0, 0);
         std::size_t correct = 0;
         constexpr int kEvalBatch = 250;
         for (std::size_t i = 0; i < n_test; i += kEvalBatch) {
@@ -134,47 +248,94 @@ int finetune(const Options& o, const simmim::data::OpenedDataset& data, std::siz
         }
         return double(correct) / double(n_test);
     };
+    auto save = [&](std::int64_t next_step) {
+        const double elapsed = elapsed_before + seconds_since(t0);
+        io::save_checkpoint(ckpt_path, model->params(), opt,
+                            {{"step", std::to_string(next_step)}, {"epoch", std::to_string(next_step / spe)}, {"config", config.dump()},
+                             {"model", o.model}, {"simmim.preset", o.model}, {"mode", "finetune"},
+                             {"epoch_loss_sum", exact_text(loss_sum)}, {"elapsed_s", exact_text(elapsed)}});
+    };
 
-    EpochLog log(fs::path(o.out) / "metrics.jsonl");
-    examples::Progress progress(total, 0, o.log_every);
-    std::vector<float> dlogits(static_cast<std::size_t>(o.batch) * K);
-    const auto t0 = std::chrono::steady_clock::now();
-    nlohmann::json curve = nlohmann::json::array();
-    double top1 = 0;
-    for (int epoch = 0; epoch < o.epochs; ++epoch) {
-        double loss_sum = 0;
-        for (std::int64_t s = 0; s < spe; ++s) {
-            const std::int64_t step = epoch * spe + s;
-            const data::Batch batch = loader.next();
-            model->params().zero_grad();
-            const auto& logits = model->forward(batch.images.data(), o.batch);
-            const float loss = ops::cross_entropy_forward_backward<float>(dlogits.data(), logits.data(), batch.labels.data(), o.batch, K,
-                                                                          float(o.label_smoothing));
-            model->backward(dlogits.data());
-            const double gnorm = clip_grad_norm(model->params(), o.clip);
-            const double lr = sched(step);
-            if (!std::isfinite(loss) || !std::isfinite(gnorm))
-                throw std::runtime_error("non-finite " + examples::first_nonfinite(model->params(), loss) + " at step " + std::to_string(step));
-            opt.step(lr);
-            loss_sum += loss;
-            progress.update(step + 1, epoch, loss, lr, gnorm, o.batch);
+    std::signal(SIGINT, on_signal);
+    std::signal(SIGTERM, on_signal);
+    std::signal(SIGPIPE, SIG_IGN);
+    data::BatchLoader loader(train_set, aug, o.batch, o.seed, start, 4, 1);
+    examples::Progress progress(total, start, o.log_every);
+    std::vector<float> dlogits(static_cast<std::size_t>(o.batch) * K), targets(static_cast<std::size_t>(o.batch) * K);
+    double top1 = curve.empty() ? 0.0 : curve.back().value("test_top1", 0.0);
+    double train_seconds = 0, lr = 0;  // of the current epoch in this invocation
+    std::int64_t timed_images = 0;
+    const std::int64_t stop_at = o.stop_after > 0 ? std::min(total, start + o.stop_after) : total;
+    std::int64_t step = start;
+    while (step < stop_at) {
+        const auto t_step = std::chrono::steady_clock::now();
+        data::Batch batch = loader.next();
+        const std::int64_t epoch = step / spe;
+        const float* images = batch.images.data();
+        data::MixDraw mixed;
+        if (mix.enabled()) {
+            Rng rng(derive_seed(o.seed, kMixStream, static_cast<std::uint64_t>(step)));
+            mixed = data::draw_mix(mix, C.image_size, C.image_size, rng);
+            data::apply_mix(batch.images.data(), o.batch, C.in_chans, C.image_size, C.image_size, mixed);
         }
-        top1 = evaluate();
-        const nlohmann::json row{{"epoch", epoch + 1}, {"train_loss", loss_sum / double(spe)}, {"test_top1", top1}, {"elapsed_s", seconds_since(t0)}};
-        log.write(row);
-        curve.push_back(row);
-        std::printf("epoch %d/%d: train loss %.4f, test top-1 %.2f%% (%zu images)\n", epoch + 1, o.epochs, loss_sum / double(spe), 100 * top1, n_test);
-        std::fflush(stdout);
+        model->params().zero_grad();
+        set_drop_path(drop_path, step);
+        const auto& logits = model->forward(images, o.batch);
+        float loss = 0;
+        if (mix.enabled()) {  // soft targets: smoothed one-hot labels mixed with lam (timm's mixup_target)
+            data::mix_targets(targets.data(), batch.labels.data(), o.batch, K, mixed.lam, o.label_smoothing);
+            loss = ops::soft_target_cross_entropy_forward_backward<float>(dlogits.data(), logits.data(), targets.data(), o.batch, K);
+        } else {
+            loss = ops::cross_entropy_forward_backward<float>(dlogits.data(), logits.data(), batch.labels.data(), o.batch, K,
+                                                              float(o.label_smoothing));
+        }
+        model->backward(dlogits.data());
+        const double gnorm = clip_grad_norm(model->params(), o.clip);
+        lr = sched(step);
+        if (!std::isfinite(loss) || !std::isfinite(gnorm))
+            throw std::runtime_error("non-finite " + examples::first_nonfinite(model->params(), loss) + " at step " + std::to_string(step) +
+                                     "; the last checkpoint is " + ckpt_path.string());
+        opt.step(lr);
+        loss_sum += loss;
+        ++step;
+        train_seconds += seconds_since(t_step);
+        timed_images += o.batch;
+        progress.update(step, epoch, loss, lr, gnorm, o.batch);
+        if (step % spe == 0) {  // end of an epoch: evaluate, log, checkpoint
+            top1 = evaluate();
+            const double ips = train_seconds > 0 ? double(timed_images) / train_seconds : 0.0;
+            const nlohmann::json row{{"epoch", epoch + 1}, {"step", step}, {"train_loss", loss_sum / double(spe)}, {"test_top1", top1},
+                                     {"lr", lr}, {"images_per_s", ips}, {"elapsed_s", elapsed_before + seconds_since(t0)}};
+            log.write(row);
+            curve.push_back(row);
+            progress.finish();
+            std::printf("epoch %lld/%d: train loss %.4f, test top-1 %.2f%% (%zu images), %.1f img/s\n", static_cast<long long>(epoch + 1),
+                        o.epochs, loss_sum / double(spe), 100 * top1, n_test, ips);
+            std::fflush(stdout);
+            loss_sum = 0;
+            train_seconds = 0;
+            timed_images = 0;
+            save(step);
+        }
+        if (const int sig = g_signal.load(); sig != 0 || (step == stop_at && stop_at < total)) {
+            if (step % spe != 0) save(step);
+            progress.finish();
+            std::printf("%s after step %lld: checkpoint saved to %s; continue with --resume %s\n",
+                        sig != 0 ? ("interrupted by signal " + std::to_string(sig)).c_str() : "stopped (--stop-after)", static_cast<long long>(step),
+                        ckpt_path.string().c_str(), ckpt_path.string().c_str());
+            return sig != 0 ? 128 + sig : 0;
+        }
     }
     progress.finish();
     io::TensorFile weights;
     io::export_params(weights, model->params());
     io::write_safetensors(fs::path(o.out) / "model.safetensors", weights);
+    const double wall = elapsed_before + seconds_since(t0);
     std::ofstream(fs::path(o.out) / "summary.json") << nlohmann::json{{"mode", "finetune"}, {"model", o.model}, {"init", o.init.empty() ? "random" : o.init},
-                                                                      {"epochs", o.epochs}, {"test_top1", top1}, {"wall_s", seconds_since(t0)},
+                                                                      {"epochs", o.epochs}, {"test_top1", top1}, {"wall_s", wall},
                                                                       {"train_images", n_train}, {"label_fraction", o.label_fraction},
-                                                                      {"label_seed", o.label_seed}, {"curve", curve}}.dump(2);
-    std::printf("done: test top-1 %.2f%%; wrote %s/{metrics.jsonl,summary.json,model.safetensors}\n", 100 * top1, o.out.c_str());
+                                                                      {"label_seed", o.label_seed}, {"config", config}, {"curve", curve}}.dump(2);
+    std::printf("done: test top-1 %.2f%%; wrote %s/{metrics.jsonl,summary.json,model.safetensors,checkpoint.safetensors}\n", 100 * top1, o.out.c_str());
     return 0;
 }
 
@@ -317,6 +478,7 @@ int run_swin(const Options& o) {
     using namespace simmim;
     if (o.vit == "official") throw UsageError("--vit official is for the ViT presets");
     using Enc = SwinEncoder<float, C>;
+    if (o.drop_path > 0) throw UsageError("--drop-path is implemented for the ViT presets, not for the Swin encoder");
     return with_data(o, [&](const data::OpenedDataset& data, int K, std::size_t n_train, std::size_t n_test) {
         if (o.mode == "finetune") return K == 10 ? finetune<C, Enc, 10>(o, data, n_train, n_test) : finetune<C, Enc, 100>(o, data, n_train, n_test);
         return K == 10 ? linprobe<C, 10, Enc>(o, data, n_train, n_test) : linprobe<C, 100, Enc>(o, data, n_train, n_test);

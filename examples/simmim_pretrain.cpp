@@ -134,19 +134,7 @@ int train(const Options& o) {
             // the configuration is compared first (from the header alone), so a checkpoint of another model
             // variant is reported as such rather than as a missing tensor
             const auto header_meta = io::read_safetensors_metadata(o.resume);
-            const auto cfg_it = header_meta.find("config");
-            if (cfg_it == header_meta.end()) throw std::runtime_error("--resume " + o.resume + ": checkpoint metadata has no 'config'");
-            const auto saved = nlohmann::json::parse(cfg_it->second, nullptr, /*allow_exceptions=*/false);
-            if (saved.is_discarded()) throw std::runtime_error("--resume " + o.resume + ": checkpoint metadata 'config' is not JSON");
-            if (saved != config) {
-                std::string diff;
-                for (const auto* side : {&saved, &config})
-                    for (const auto& [key, value] : side->items())
-                        if (diff.find("'" + key + "'") == std::string::npos && saved.value(key, nlohmann::json()) != config.value(key, nlohmann::json()))
-                            diff += (diff.empty() ? "" : "; ") + ("'" + key + "' checkpoint " + saved.value(key, nlohmann::json()).dump() +
-                                                                  ", this run " + config.value(key, nlohmann::json()).dump());
-                throw UsageError("--resume " + o.resume + " was written with a different configuration: " + diff);
-            }
+            examples::check_resume_config(header_meta, config, o.resume);
             io::check_model_kind(header_meta, *model, "--resume " + o.resume);
             const auto meta = io::load_checkpoint(o.resume, model->params(), opt);
             start = io::metadata_count(meta, "step", "--resume " + o.resume);

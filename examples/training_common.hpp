@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
@@ -141,6 +142,24 @@ inline void report_image_scan(const data::OpenedDataset& data, const std::string
         throw std::runtime_error("--strict-images: " + std::to_string(data.skipped) + " of " + std::to_string(data.scanned) +
                                  " image files in " + name + " are damaged or unreadable, e.g. " +
                                  (data.first_skipped_reasons.empty() ? std::string("?") : data.first_skipped_reasons.front()));
+}
+
+/// A --resume checkpoint's metadata 'config' (the JSON of everything that changes a run's results) against
+/// this run's: std::runtime_error when it is absent or not JSON, UsageError naming every differing key
+/// ("'batch' checkpoint 8, this run 16; ...") when they differ.
+inline void check_resume_config(const std::map<std::string, std::string>& metadata, const nlohmann::json& config, const std::string& path) {
+    const auto cfg_it = metadata.find("config");
+    if (cfg_it == metadata.end()) throw std::runtime_error("--resume " + path + ": checkpoint metadata has no 'config'");
+    const auto saved = nlohmann::json::parse(cfg_it->second, nullptr, /*allow_exceptions=*/false);
+    if (saved.is_discarded()) throw std::runtime_error("--resume " + path + ": checkpoint metadata 'config' is not JSON");
+    if (saved == config) return;
+    std::string diff;
+    for (const auto* side : {&saved, &config})
+        for (const auto& [key, value] : side->items())
+            if (diff.find("'" + key + "'") == std::string::npos && saved.value(key, nlohmann::json()) != config.value(key, nlohmann::json()))
+                diff += (diff.empty() ? "" : "; ") + ("'" + key + "' checkpoint " + saved.value(key, nlohmann::json()).dump() + ", this run " +
+                                                      config.value(key, nlohmann::json()).dump());
+    throw UsageError("--resume " + path + " was written with a different configuration: " + diff);
 }
 
 /// The name of the first parameter whose gradient is not finite (or "loss" when the loss is not).

@@ -145,6 +145,13 @@ inline void finetune_oracle(const examples::finetune::Options& o) {
     need(std::isfinite(o.label_smoothing) && o.label_smoothing >= 0 && o.label_smoothing < 1, "--label-smoothing " + std::to_string(o.label_smoothing));
     need(std::isfinite(o.label_fraction) && o.label_fraction > 0 && o.label_fraction <= 1, "--label-fraction " + std::to_string(o.label_fraction));
     need(o.threads >= 0, "--threads " + std::to_string(o.threads));
+    need(o.crop_padding >= -1 && o.crop_padding <= 64, "--crop-padding " + std::to_string(o.crop_padding));
+    for (const double p : {o.hflip, o.random_erase, o.mix_prob, o.mix_switch}) need(finite_in(p, 0, 1), "a probability " + std::to_string(p));
+    need(finite_in(o.mixup, 0, HUGE_VAL) && finite_in(o.cutmix, 0, HUGE_VAL), "--mixup or --cutmix out of range");
+    need(o.drop_path == -1 || (o.drop_path >= 0 && o.drop_path < 1), "--drop-path " + std::to_string(o.drop_path));
+    need(o.resume.empty() || is_file(o.resume), "--resume " + o.resume);
+    need(o.stop_after >= 0, "--stop-after " + std::to_string(o.stop_after));
+    need(o.mode == "finetune" || o.finetune_only.empty(), "a fine-tuning option with --mode linprobe");
 }
 
 /// simmim_reconstruct's requirements.

@@ -216,6 +216,29 @@ TEST_CASE("simmim_finetune parse: good and bad command lines", "[cli][parse]") {
         CHECK(p.options->mode == "finetune");
         CHECK(p.options->vit == "auto");
         CHECK(p.options->base_lr == 0);  // the mode's default
+        CHECK(p.options->crop_padding == -1);  // image size / 8
+        CHECK(p.options->hflip == 0.5);
+        CHECK(p.options->random_erase == 0.25);
+        CHECK(p.options->mixup == 0);
+        CHECK(p.options->cutmix == 0);
+        CHECK(p.options->drop_path == -1);  // 0.1 for the ViT presets
+        CHECK(p.options->finetune_only.empty());
+    }
+    {
+        const auto p = parse_args(parse, {"--epochs", "2", "--crop-padding", "0", "--hflip", "0", "--random-erase", "0.5", "--mixup", "0.8",
+                                          "--cutmix", "1", "--mix-prob", "0.5", "--mix-switch", "0.25", "--drop-path", "0.2", "--stop-after", "7",
+                                          "--resume", scratch.file()});
+        REQUIRE(p);
+        CHECK(p.options->crop_padding == 0);
+        CHECK(p.options->hflip == 0);
+        CHECK(p.options->random_erase == 0.5);
+        CHECK(p.options->mixup == 0.8);
+        CHECK(p.options->cutmix == 1);
+        CHECK(p.options->mix_prob == 0.5);
+        CHECK(p.options->mix_switch == 0.25);
+        CHECK(p.options->drop_path == 0.2);
+        CHECK(p.options->stop_after == 7);
+        CHECK(p.options->resume == scratch.file());
     }
     {
         const auto p = parse_args(parse, {"--mode", "linprobe", "--model", "vit-tiny-test", "--vit", "official", "--init", scratch.file(), "--epochs",
@@ -266,6 +289,22 @@ TEST_CASE("simmim_finetune parse: good and bad command lines", "[cli][parse]") {
         {with_epochs({"--max-train", "-1"}), {"--max-train"}},
         {with_epochs({"--threads", "-2"}), {"--threads"}},
         {with_epochs({"--clip-grad", "1"}), {"--clip-grad"}},  // not an option of simmim_finetune
+        {with_epochs({"--crop-padding", "-1"}), {"--crop-padding: must be an integer in [0, 64]"}},
+        {with_epochs({"--crop-padding", "65"}), {"--crop-padding"}},
+        {with_epochs({"--hflip", "1.5"}), {"--hflip: must be a finite number in [0, 1]"}},
+        {with_epochs({"--random-erase", "-0.1"}), {"--random-erase: must be a finite number in [0, 1]"}},
+        {with_epochs({"--random-erase", "nan"}), {"--random-erase"}},
+        {with_epochs({"--mixup", "-1"}), {"--mixup: must be a finite number >= 0"}},
+        {with_epochs({"--cutmix", "inf"}), {"--cutmix"}},
+        {with_epochs({"--mix-prob", "2"}), {"--mix-prob"}},
+        {with_epochs({"--mix-switch", "-1"}), {"--mix-switch"}},
+        {with_epochs({"--drop-path", "1"}), {"--drop-path: must be a finite number in [0, 1)"}},
+        {with_epochs({"--drop-path", "nan"}), {"--drop-path"}},
+        {with_epochs({"--stop-after", "-1"}), {"--stop-after"}},
+        {with_epochs({"--resume", "/nonexistent.safetensors"}), {"--resume", "/nonexistent.safetensors"}},
+        {with_epochs({"--mode", "linprobe", "--mixup", "0.8"}), {"--mixup is an option of --mode finetune"}},
+        {with_epochs({"--mode", "linprobe", "--drop-path", "0"}), {"--drop-path is an option of --mode finetune"}},
+        {with_epochs({"--mode", "linprobe", "--resume", scratch.file()}), {"--resume is an option of --mode finetune"}},
     });
 }
 

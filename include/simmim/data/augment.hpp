@@ -1,8 +1,13 @@
-// simmim/data/augment.hpp: the SimMIM pretraining transform and its deterministic eval form.
+// simmim/data/augment.hpp: the SimMIM pretraining transform, the fine-tuning transform for small images
+// and their deterministic eval form.
 //
 // augment() = [pad onto a zero canvas] -> RandomResizedCrop (torchvision's sampling, bilinear,
 // half-pixel centres, no antialias) -> horizontal flip (p = 0.5) -> ToTensor (/255) -> Normalize.
-// Randomness comes only from the Rng passed in: crop draws first, then the flip draw.
+// The fine-tuning transform for 28-32 px images (random_resized_crop = false, crop_padding = P > 0) is
+// torchvision's RandomCrop(S, padding=P, fill=0) in place of the RandomResizedCrop, then the flip with
+// probability hflip_prob, Normalize, and RandomErasing(p = erase_prob, value 0) on the normalised image.
+// Randomness comes only from the Rng passed in, in this order: crop draws, the flip draw (when hflip),
+// the erasing draws (when erase_prob > 0).
 // Differences from torchvision on PIL images: resizing happens in float on [0, 1] values (PIL
 // resizes 8-bit data, rounds, and antialiases when shrinking).
 #pragma once
@@ -36,6 +41,13 @@ struct AugmentConfig {
     double scale_min = 0.67, scale_max = 1.0;             // crop area / image area
     double ratio_min = 3.0 / 4.0, ratio_max = 4.0 / 3.0;  // crop width / height, sampled log-uniformly
     bool hflip = true;
+    double hflip_prob = 0.5;  // probability of the flip when hflip
+    // without random_resized_crop: torchvision RandomCrop(out_size, padding=crop_padding, fill=0) (0: none)
+    int crop_padding = 0;
+    // torchvision RandomErasing(p=erase_prob, scale, ratio, value=0) after the normalisation (0: off)
+    double erase_prob = 0.0;
+    double erase_scale_min = 0.02, erase_scale_max = 0.33;  // erased area / image area
+    double erase_ratio_min = 0.3, erase_ratio_max = 3.3;    // erased height / width, sampled log-uniformly
     Normalization norm;  // empty mean and std: no normalisation (values stay in [0, 1])
 };
 
@@ -59,6 +71,18 @@ inline void check_config(const AugmentConfig& cfg) {
         if (!(cfg.ratio_min > 0.0 && cfg.ratio_min <= cfg.ratio_max && std::isfinite(cfg.ratio_max)))
             fail("expected 0 < ratio_min <= ratio_max, found " + std::to_string(cfg.ratio_min) + ", " +
                  std::to_string(cfg.ratio_max));
+    }
+    if (cfg.crop_padding < 0 || cfg.crop_padding > 4096) fail("crop_padding must lie in [0, 4096], found " + std::to_string(cfg.crop_padding));
+    if (cfg.crop_padding > 0 && cfg.random_resized_crop) fail("crop_padding is the crop without random_resized_crop; choose one");
+    if (!(cfg.hflip_prob >= 0.0 && cfg.hflip_prob <= 1.0)) fail("hflip_prob must lie in [0, 1], found " + std::to_string(cfg.hflip_prob));
+    if (!(cfg.erase_prob >= 0.0 && cfg.erase_prob <= 1.0)) fail("erase_prob must lie in [0, 1], found " + std::to_string(cfg.erase_prob));
+    if (cfg.erase_prob > 0.0) {
+        if (!(cfg.erase_scale_min > 0.0 && cfg.erase_scale_min <= cfg.erase_scale_max && cfg.erase_scale_max < 1.0))
+            fail("expected 0 < erase_scale_min <= erase_scale_max < 1, found " + std::to_string(cfg.erase_scale_min) + ", " +
+                 std::to_string(cfg.erase_scale_max));
+        if (!(cfg.erase_ratio_min > 0.0 && cfg.erase_ratio_min <= cfg.erase_ratio_max && std::isfinite(cfg.erase_ratio_max)))
+            fail("expected 0 < erase_ratio_min <= erase_ratio_max, found " + std::to_string(cfg.erase_ratio_min) + ", " +
+                 std::to_string(cfg.erase_ratio_max));
     }
     const std::size_t channels = static_cast<std::size_t>(cfg.out_channels);
     const bool identity = cfg.norm.mean.empty() && cfg.norm.std.empty();
@@ -180,6 +204,57 @@ inline CropBox sample_crop(int H, int W, const AugmentConfig& cfg, Rng& rng) {
     return {(H - h) / 2, (W - w) / 2, h, w};
 }
 
+/// torchvision RandomCrop(S, padding=P).get_params on the padded (S + 2P) x (S + 2P) image: top and left
+/// uniform integers in [0, 2P], top drawn first. The crop is rows top .. top + S - 1 of the padded image,
+/// i.e. image row top - P + y for output row y (zero outside the image).
+inline CropBox sample_pad_crop(int S, int P, Rng& rng) {
+    const std::uint64_t n = static_cast<std::uint64_t>(2 * P + 1);
+    const int top = static_cast<int>(rng.below(n));
+    const int left = static_cast<int>(rng.below(n));
+    return {top - P, left - P, S, S};
+}
+
+/// Copies the S x S window at (box.top, box.left) of src (C, S, S) into dst (C, S, S); pixels of the window
+/// outside src are 0 (the zero padding). dst must not alias src.
+inline void crop_window(const float* src, int C, int S, const CropBox& box, float* dst) {
+    const std::size_t side = static_cast<std::size_t>(S), plane = side * side;
+    for (std::size_t c = 0; c < static_cast<std::size_t>(C); ++c)
+        for (int y = 0; y < S; ++y) {
+            float* out = dst + c * plane + static_cast<std::size_t>(y) * side;
+            const int sy = box.top + y;
+            if (sy < 0 || sy >= S) {
+                std::fill(out, out + side, 0.0f);
+                continue;
+            }
+            const float* row = src + c * plane + static_cast<std::size_t>(sy) * side;
+            for (int x = 0; x < S; ++x) {
+                const int sx = box.left + x;
+                out[x] = sx >= 0 && sx < S ? row[sx] : 0.0f;
+            }
+        }
+}
+
+/// torchvision RandomErasing.get_params (value 0) on an H x W image, after the draw u < erase_prob that
+/// applies it: up to 10 attempts of area = uniform(scale) * H * W, aspect = exp(uniform(log ratio)),
+/// h = round(sqrt(area * aspect)), w = round(sqrt(area / aspect)) (half to even, as torch.round), accepted
+/// if h < H and w < W, then top = uniform int [0, H - h], left = uniform int [0, W - w]. Returns an empty box
+/// (height 0) when no attempt fits: nothing is erased.
+inline CropBox sample_erase(int H, int W, const AugmentConfig& cfg, Rng& rng) {
+    const double area = static_cast<double>(H) * static_cast<double>(W);
+    const double log_ratio_min = std::log(cfg.erase_ratio_min), log_ratio_max = std::log(cfg.erase_ratio_max);
+    for (int attempt = 0; attempt < 10; ++attempt) {
+        const double erase_area = area * rng.uniform(cfg.erase_scale_min, cfg.erase_scale_max);
+        const double aspect = std::exp(rng.uniform(log_ratio_min, log_ratio_max));
+        const int h = detail::round_half_even(std::sqrt(erase_area * aspect));
+        const int w = detail::round_half_even(std::sqrt(erase_area / aspect));
+        if (!(h < H && w < W) || h <= 0 || w <= 0) continue;
+        const int top = static_cast<int>(rng.below(static_cast<std::uint64_t>(H - h + 1)));
+        const int left = static_cast<int>(rng.below(static_cast<std::uint64_t>(W - w + 1)));
+        return {top, left, h, w};
+    }
+    return {0, 0, 0, 0};
+}
+
 /// Bilinear resize of src (C, H, W) to dst (C, outH, outW), as torch.nn.functional.interpolate(
 /// mode="bilinear", align_corners=False, antialias=False): half-pixel centres, source coordinates
 /// below 0 clamped to 0, the last row / column repeated past the edge.
@@ -190,10 +265,12 @@ inline void resize_bilinear(const float* src, int C, int H, int W, float* dst, i
     detail::resize_region(src, C, H, W, CropBox{0, 0, H, W}, dst, outH, outW);
 }
 
-/// Writes `out` (cfg.out_channels, cfg.out_size, cfg.out_size), normalised. rng drives the crop
-/// and the flip; with random_resized_crop = false and hflip = false the transform is the
-/// deterministic eval one (canvas, bilinear resize of the whole image to out_size x out_size if
-/// its size differs, normalise) and rng is not used. DataError on an inconsistent image or config.
+/// Writes `out` (cfg.out_channels, cfg.out_size, cfg.out_size), normalised. rng drives the crop,
+/// the flip and the erasing; with random_resized_crop = false, crop_padding = 0, hflip = false and
+/// erase_prob = 0 the transform is the deterministic eval one (canvas, bilinear resize of the whole
+/// image to out_size x out_size if its size differs, normalise) and rng is not used. With crop_padding
+/// the whole image is first resized to out_size (if its size differs), then cropped with the padding.
+/// DataError on an inconsistent image or config.
 inline void augment(const RawImage& image, const AugmentConfig& cfg, Rng& rng, float* out) {
     detail::check_config(cfg);
     if (image.width <= 0 || image.height <= 0 || image.channels < 1 || image.channels > 4)
@@ -213,10 +290,22 @@ inline void augment(const RawImage& image, const AugmentConfig& cfg, Rng& rng, f
     const std::vector<float> planar = detail::to_planar_float(image, cfg.out_channels, cfg.canvas, H, W);  // (C, H, W)
     const CropBox box = cfg.random_resized_crop ? sample_crop(H, W, cfg, rng) : CropBox{0, 0, H, W};
     const int C = cfg.out_channels, S = cfg.out_size;
-    detail::resize_region(planar.data(), C, H, W, box, out, S, S);  // (C, S, S)
-
     const std::size_t side = static_cast<std::size_t>(S);
-    if (cfg.hflip && rng.uniform() < 0.5)
+    if (cfg.crop_padding > 0) {
+        const CropBox window = sample_pad_crop(S, cfg.crop_padding, rng);
+        std::vector<float> whole;
+        const float* image_s = planar.data();  // (C, S, S)
+        if (H != S || W != S) {
+            whole.resize(static_cast<std::size_t>(C) * side * side);
+            detail::resize_region(planar.data(), C, H, W, box, whole.data(), S, S);
+            image_s = whole.data();
+        }
+        crop_window(image_s, C, S, window, out);
+    } else {
+        detail::resize_region(planar.data(), C, H, W, box, out, S, S);  // (C, S, S)
+    }
+
+    if (cfg.hflip && rng.uniform() < cfg.hflip_prob)
         for (std::size_t row = 0; row < static_cast<std::size_t>(C) * side; ++row) std::reverse(out + row * side, out + (row + 1) * side);
 
     if (!cfg.norm.mean.empty()) {
@@ -225,6 +314,12 @@ inline void augment(const RawImage& image, const AugmentConfig& cfg, Rng& rng, f
             float* plane = out + c * side * side;
             for (std::size_t i = 0; i < side * side; ++i) plane[i] = (plane[i] - mean) / std;
         }
+    }
+    if (cfg.erase_prob > 0.0 && rng.uniform() < cfg.erase_prob) {
+        const CropBox e = sample_erase(S, S, cfg, rng);
+        for (std::size_t c = 0; c < static_cast<std::size_t>(C); ++c)
+            for (int y = e.top; y < e.top + e.height; ++y)
+                std::fill_n(out + (c * side + static_cast<std::size_t>(y)) * side + static_cast<std::size_t>(e.left), e.width, 0.0f);
     }
 }
 

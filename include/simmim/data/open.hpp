@@ -96,4 +96,18 @@ inline AugmentConfig eval_transform(const OpenedDataset& d, int image_size, int 
     return cfg;
 }
 
+/// The fine-tuning transform for small grey (or colour) images: the eval transform's canvas, resize and
+/// normalisation, then RandomCrop(image_size, padding=crop_padding, fill 0), the horizontal flip with
+/// probability hflip_prob and RandomErasing with probability erase_prob (augment.hpp). All zero: the eval
+/// transform.
+inline AugmentConfig finetune_augmentation(const OpenedDataset& d, int image_size, int channels, int crop_padding, double hflip_prob,
+                                           double erase_prob) {
+    AugmentConfig cfg = eval_transform(d, image_size, channels);
+    cfg.crop_padding = crop_padding;
+    cfg.hflip = hflip_prob > 0.0;
+    cfg.hflip_prob = hflip_prob;
+    cfg.erase_prob = erase_prob;
+    return cfg;
+}
+
 }  // namespace simmim::data

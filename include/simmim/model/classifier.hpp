@@ -78,6 +78,32 @@ T cross_entropy_forward_backward(T* dlogits, const T* logits, const int* labels,
     return T(total / B);
 }
 
+/// Mean over the batch of the soft-target cross-entropy (timm's SoftTargetCrossEntropy, the loss of
+/// Mixup / CutMix): loss = mean_b sum_k -q[b, k] log softmax(z_b)[k] for targets q (B, K) (each row summing
+/// to 1, e.g. data::mix_targets). Writes dlogits (B, K) = (softmax(z_b) sum_k q[b, k] - q[b]) / B if not null.
+template <class T>
+T soft_target_cross_entropy_forward_backward(T* dlogits, const T* logits, const T* targets, int B, int K) {
+    double total = 0;
+    for (int b = 0; b < B; ++b) {
+        const T* z = logits + static_cast<std::ptrdiff_t>(b) * K;
+        const T* q = targets + static_cast<std::ptrdiff_t>(b) * K;
+        const T m = *std::max_element(z, z + K);
+        T sum = 0, qsum = 0;
+        for (int k = 0; k < K; ++k) {
+            sum += std::exp(z[k] - m);
+            qsum += q[k];
+        }
+        const T log_z = m + std::log(sum);
+        T loss = 0;
+        for (int k = 0; k < K; ++k) {
+            loss -= q[k] * (z[k] - log_z);
+            if (dlogits) dlogits[static_cast<std::ptrdiff_t>(b) * K + k] = (std::exp(z[k] - log_z) * qsum - q[k]) / T(B);
+        }
+        total += double(loss);
+    }
+    return T(total / B);
+}
+
 }  // namespace ops
 
 /// A classifier: the SimMIM encoder Enc (its weights load from a pretraining checkpoint) with a
