@@ -22,6 +22,7 @@ namespace simmim::examples::finetune {
 struct Options {
     std::string data = "fashion-mnist", model = "vit-t4-32-c1", mode = "finetune", init, out = "runs/finetune", vit = "auto";
     int epochs = 0, batch = 64, probe_block = -1, threads = 0;
+    std::string precision = "fp32";  // matrix products: fp32 or bf16 (kernels/gemm_bf16.hpp)
     double base_lr = 0, warmup_epochs = -1, warmup_lr = 2.5e-7, min_lr = 2.5e-7, weight_decay = 0.05, layer_decay = 0.65,
            label_smoothing = 0.1, clip = 5.0;
     double label_fraction = 1.0;   // train on a class-balanced fraction of the labelled images (data/subset.hpp)
@@ -82,6 +83,9 @@ inline Parsed<Options> parse(int argc, const char* const* argv) {
     app.add_option("--label-seed", o.label_seed, "Seed of the --label-fraction subset (fixed apart from --seed)")->capture_default_str();
     app.add_option("--seed", o.seed, "Seed of head init, data order and augmentation")->capture_default_str();
     app.add_option("--threads", o.threads, "OpenMP threads (default: all cores)")->check(at_least<int>(0));
+    app.add_option("--precision", o.precision,
+                   "Matrix products: fp32, or bf16 (bfloat16 operands, FP32 accumulation, on CPUs with AVX512-BF16)")
+        ->check(CLI::IsMember({"fp32", "bf16"}))->capture_default_str();
     app.add_option("--out", o.out, "Output directory")->capture_default_str();
     app.add_option("--log-every", o.log_every, "Progress line every N steps when not on a terminal")->check(at_least<i64>(1))->capture_default_str();
     app.add_option("--max-train", o.max_train, "Use only the first N training images (quick runs)")->check(at_least<i64>(0));

@@ -465,9 +465,9 @@ int with_data(const Options& o, F&& f) {
     }
     const std::size_t n_test = o.max_test > 0 ? std::min<std::size_t>(o.max_test, data.eval->size()) : data.eval->size();
     if (n_train < static_cast<std::size_t>(o.batch)) throw UsageError("--batch is larger than the training set");
-    std::printf("simmim_finetune: %s %s of %s (%s) on %s: %zu train / %zu test images, %d classes, %d threads\n", o.mode.c_str(),
+    std::printf("simmim_finetune: %s %s of %s (%s) on %s: %zu train / %zu test images, %d classes, %d threads, %s\n", o.mode.c_str(),
                 o.model.c_str(), o.init.empty() ? "a random encoder" : o.init.c_str(), o.init.empty() ? "random init" : "pretrained",
-                data.train->description().c_str(), n_train, n_test, K, omp_get_max_threads());
+                data.train->description().c_str(), n_train, n_test, K, omp_get_max_threads(), simmim::examples::precision_description().c_str());
     if (K != 10 && K != 100) throw UsageError("the dataset has " + std::to_string(K) + " classes; simmim_finetune is built for 10 or 100");
     return f(data, K, n_train, n_test);
 }
@@ -509,6 +509,7 @@ int run(const Options& o) {
 /// The work of a parsed command line: run<C>() for the preset.
 int run(const Options& o) {
     simmim::examples::set_threads(o.threads);
+    simmim::examples::set_precision(o.precision);
     int rc = 0;
     bool supported = true;
     const bool found = simmim::examples::dispatch_vit_preset(o.model, [&]<simmim::ViTConfig C>() {
