@@ -10,10 +10,11 @@
 // master weights, optimiser state and checkpoints are FP32 whichever precision runs.
 //
 // The kernel is compiled for AVX512-BF16 with function target attributes whatever the consumer's
-// -march, and chosen at run time: set_matmul_precision(MatmulPrecision::bf16) checks the running CPU
-// (CPUID, through __builtin_cpu_supports) and throws a std::runtime_error naming the missing feature
-// instead of running slow or wrong. SIMMIM_NO_BF16=1 in the environment makes the check fail on any
-// CPU (to test the refusal). The setting is global (like torch.set_float32_matmul_precision) and read
+// -march (not with SIMMIM_NO_SIMD, which keeps every path scalar), and chosen at run time:
+// set_matmul_precision(MatmulPrecision::bf16) checks the running CPU (CPUID, through
+// __builtin_cpu_supports) and throws a std::runtime_error naming the missing feature instead of
+// running slow or wrong. SIMMIM_NO_BF16=1 in the environment makes the check fail on any CPU (to test
+// the refusal). The setting is global (like torch.set_float32_matmul_precision) and read
 // once per gemm call, by the calling thread; set it before training, not while products run.
 //
 // Structure: the packed loop nest of kernels/gemm.hpp (N blocks > K blocks > pack B > M blocks >
@@ -44,7 +45,7 @@
 
 #include "simmim/kernels/gemm_epilogue.hpp"
 
-#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__)) && !defined(SIMMIM_NO_SIMD)
 #define SIMMIM_BF16_KERNEL 1
 #include <immintrin.h>
 #define SIMMIM_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma")))
@@ -118,7 +119,8 @@ inline void set_matmul_precision(MatmulPrecision precision) {
                                      : "bf16 matrix products need a CPU with AVX512-BF16 (and AVX-512 F/BW/VL/DQ); "
                                        "this one does not have it (use fp32)");
 #else
-        throw std::runtime_error("bf16 matrix products need an x86-64 CPU with AVX512-BF16 and a GCC or Clang build");
+        throw std::runtime_error("bf16 matrix products need an x86-64 CPU with AVX512-BF16 and a GCC or Clang build "
+                                 "without SIMMIM_NO_SIMD; this build has no bf16 kernel");
 #endif
     }
     detail::bf16::precision_flag().store(precision == MatmulPrecision::bf16 ? 1 : 0, std::memory_order_relaxed);
