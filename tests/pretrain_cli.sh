@@ -93,7 +93,7 @@ head -c 4096 "$tmp/nan/checkpoint.safetensors" | grep -aq '"step":"4"' && ok "th
 expect_usage "--precision fp16" --model vit-tiny-test --steps 3 --precision fp16
 SIMMIM_NO_BF16=1 "$bin" --model vit-tiny-test --steps 3 --precision bf16 --out "$tmp/usage" > "$tmp/u.log" 2>&1
 code=$?
-[ $code -eq 2 ] && grep -q "^simmim_pretrain: --precision bf16: bf16 matrix products are disabled by SIMMIM_NO_BF16" "$tmp/u.log" &&
+[ $code -eq 2 ] && grep -q "^simmim_pretrain: error: --precision bf16: bf16 matrix products are disabled by SIMMIM_NO_BF16" "$tmp/u.log" &&
     [ "$(wc -l < "$tmp/u.log")" -eq 1 ] && ok "usage error: --precision bf16 without AVX512-BF16 names the reason" ||
     bad "--precision bf16 refused wrongly: code $code: $(head -3 "$tmp/u.log")"
 if grep -qw avx512_bf16 /proc/cpuinfo; then
