@@ -94,13 +94,19 @@ void check_bf16_shape(Index M, Index N, Index K, bool ta, bool tb, Index pad, st
     const Matrix A = ta ? Matrix(K, M, pad, simmim::derive_seed(seed, 1)) : Matrix(M, K, pad, simmim::derive_seed(seed, 1));
     const Matrix B = tb ? Matrix(N, K, pad, simmim::derive_seed(seed, 2)) : Matrix(K, N, pad, simmim::derive_seed(seed, 2));
     const Matrix C0(M, N, pad, simmim::derive_seed(seed, 3));
+    // op(A) (M, K) and op(B)^T (N, K) rounded by the oracle, once
+    std::vector<float> a16(static_cast<std::size_t>(M * K)), b16(static_cast<std::size_t>(N * K));
+    for (Index k = 0; k < K; ++k) {
+        for (Index i = 0; i < M; ++i) a16[static_cast<std::size_t>(i * K + k)] = reference_bf16(ta ? A.at(k, i) : A.at(i, k));
+        for (Index j = 0; j < N; ++j) b16[static_cast<std::size_t>(j * K + k)] = reference_bf16(tb ? B.at(j, k) : B.at(k, j));
+    }
     std::vector<long double> product(static_cast<std::size_t>(M * N)), magnitude(static_cast<std::size_t>(M * N));
     for (Index i = 0; i < M; ++i)
         for (Index j = 0; j < N; ++j) {
             long double s = 0, m = 0;
             for (Index k = 0; k < K; ++k) {
-                const long double a = reference_bf16(ta ? A.at(k, i) : A.at(i, k));
-                const long double b = reference_bf16(tb ? B.at(j, k) : B.at(k, j));
+                const long double a = a16[static_cast<std::size_t>(i * K + k)];
+                const long double b = b16[static_cast<std::size_t>(j * K + k)];
                 s += a * b;
                 m += std::fabs(a * b);
             }
