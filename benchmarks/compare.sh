@@ -82,7 +82,7 @@ run_ours() {  # variant, name, binary, extra arguments...
 for variant in "${ours_variants[@]}"; do
     for preset in $TRAIN_PRESETS; do
         for precision in $PRECISIONS; do
-            run_ours "$variant" "train_${preset}_$precision" bench_train_step --benchmark_filter="/$preset/.*/$precision\$"
+            run_ours "$variant" "train_${preset}_$precision" bench_train_step --benchmark_filter="/$preset/batch[0-9]+/$precision/"
         done
     done
     if [[ "$COMPARE_OPS" == 1 ]]; then
