@@ -91,7 +91,7 @@ def run_preset(name, args):
         groups = adamw_param_groups(model, 0.05)
     model.train()
     params = list(model.parameters())
-    lr = 1e-4 if name == "swin-b-192" else LEARNING_RATE  # as bench_train_step.cpp: 5e-4 does not descend in 3 steps
+    lr = 1e-4 if name in ("swin-b-192", "vit-b16-224") else LEARNING_RATE  # as bench_train_step.cpp: 5e-4 does not descend in 3 steps
     optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8)
     amp = args.amp == "bf16"
     if amp:  # torch 1.13's CPU autocast hands LayerNorm a bf16 input with FP32 parameters and fails; compute it in FP32
