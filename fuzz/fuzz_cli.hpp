@@ -108,6 +108,7 @@ inline void pretrain_oracle(const examples::pretrain::Options& o) {
     need(o.warmup >= -1, "--warmup " + std::to_string(o.warmup));
     need(o.mask_ratio == 0 || (o.mask_ratio > 0 && o.mask_ratio < 1), "--mask-ratio " + std::to_string(o.mask_ratio));
     need(o.mask_patch >= 0 && o.threads >= 0, "a negative --mask-patch or --threads");
+    need(o.precision == "fp32" || o.precision == "bf16", "--precision " + o.precision);
     need(o.save_every >= 0 && o.vis_every >= 0 && o.stop_after >= 0 && o.log_every >= 1 && o.vis_count >= 1, "a step count out of range");
     need(o.check_sync >= 0 && finite_in(o.bucket_mb, 0, 1024) && o.bucket_mb > 0, "--check-sync " + std::to_string(o.check_sync) +
                                                                                      " --bucket-mb " + std::to_string(o.bucket_mb));
@@ -145,6 +146,7 @@ inline void finetune_oracle(const examples::finetune::Options& o) {
     need(std::isfinite(o.label_smoothing) && o.label_smoothing >= 0 && o.label_smoothing < 1, "--label-smoothing " + std::to_string(o.label_smoothing));
     need(std::isfinite(o.label_fraction) && o.label_fraction > 0 && o.label_fraction <= 1, "--label-fraction " + std::to_string(o.label_fraction));
     need(o.threads >= 0, "--threads " + std::to_string(o.threads));
+    need(o.precision == "fp32" || o.precision == "bf16", "--precision " + o.precision);
     need(o.crop_padding >= -1 && o.crop_padding <= 64, "--crop-padding " + std::to_string(o.crop_padding));
     for (const double p : {o.hflip, o.random_erase, o.mix_prob, o.mix_switch}) need(finite_in(p, 0, 1), "a probability " + std::to_string(p));
     need(finite_in(o.mixup, 0, HUGE_VAL) && finite_in(o.cutmix, 0, HUGE_VAL), "--mixup or --cutmix out of range");
