@@ -421,32 +421,11 @@ inline void gemm_bf16(bool trans_a, bool trans_b, std::ptrdiff_t M, std::ptrdiff
     using namespace detail::bf16;
     const std::ptrdiff_t a_ri = trans_a ? 1 : lda, a_rk = trans_a ? lda : 1;
     const std::ptrdiff_t b_rk = trans_b ? 1 : ldb, b_rj = trans_b ? ldb : 1;
-    const bool split_m = (M + MR - 1) / MR >= (N + NR - 1) / NR;
-    const std::ptrdiff_t step = split_m ? MR : NR;
-    const std::ptrdiff_t tiles = ((split_m ? M : N) + step - 1) / step;
-    int threads = 1;
-#ifdef _OPENMP
-    if (!omp_in_parallel() && static_cast<double>(M) * N * K >= kParallelMinFma)
-        threads = static_cast<int>(std::min<std::ptrdiff_t>(omp_get_max_threads(), tiles));
-#endif
-    const auto run_part = [&](int part, int parts) {
-        const std::ptrdiff_t extent = split_m ? M : N;
-        const std::ptrdiff_t begin = std::min(extent, tiles * part / parts * step);
-        const std::ptrdiff_t end = std::min(extent, tiles * (part + 1) / parts * step);
-        if (begin >= end) return;
-        if (split_m)
-            gemm_range(begin, end, 0, N, K, alpha, A, a_ri, a_rk, B, b_rk, b_rj, beta, C, ldc, epilogue);
-        else
-            gemm_range(0, M, begin, end, K, alpha, A, a_ri, a_rk, B, b_rk, b_rj, beta, C, ldc, epilogue);
-    };
-    if (threads <= 1) {
-        run_part(0, 1);
-        return;
-    }
-#ifdef _OPENMP
-#pragma omp parallel num_threads(threads)
-    run_part(omp_get_thread_num(), omp_get_num_threads());
-#endif
+    kernels::detail::split_over_threads(M, N, K, MR, NR, kParallelMinFma,
+                                        [&](std::ptrdiff_t m_begin, std::ptrdiff_t m_end, std::ptrdiff_t n_begin, std::ptrdiff_t n_end) {
+                                            gemm_range(m_begin, m_end, n_begin, n_end, K, alpha, A, a_ri, a_rk, B, b_rk, b_rj,
+                                                       beta, C, ldc, epilogue);
+                                        });
 #else
     (void)trans_a, (void)trans_b, (void)M, (void)N, (void)K, (void)alpha, (void)A, (void)lda, (void)B, (void)ldb;
     (void)beta, (void)C, (void)ldc, (void)epilogue;
