@@ -117,7 +117,7 @@ for model in present:
         rows = []
         with open(os.path.join(root, "pretrain", "metrics.jsonl")) as f:
             rows = [json.loads(l) for l in f if l.strip()]
-        ips = statistics.mean(r["images_per_s"] for r in rows if r.get("images_per_s"))
+        ips = statistics.median(r["images_per_s"] for r in rows if r.get("images_per_s"))  # median: a checkpoint step is slow
         compute[(model, "SimMIM pretraining")] = (pre["last"]["step"] + 1) * 128 / ips
 
 print()
