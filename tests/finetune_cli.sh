@@ -8,7 +8,8 @@
 #  3. metrics.jsonl has one row per epoch with epoch, step, train_loss, test_top1, lr, images_per_s, elapsed_s;
 #     the test split is the full 10k by default (the printed count);
 #  4. the recipe is on by default (crop padding image/8, flip 0.5, erase 0.25, drop path 0.1: the printed
-#     recipe), and each of augmentation and drop path changes training (their losses differ from it off);
+#     recipe), and each of augmentation, drop path and label smoothing changes training (their losses differ
+#     from it off);
 #  5. --label-fraction draws max(1, round(f n_c)) images of every class (counted from the label file; the
 #     subset's balance and seed are tested in tests/test_subset.cpp);
 #  6. usage errors exit 2 with one line: a --resume of another configuration names the differing key, a
@@ -86,9 +87,11 @@ grep -q "recipe: crop padding 2, flip 0.5, random erase 0.25, mixup 0, cutmix 0,
 "$ft" --epochs 1 --threads 1 "${common[@]}" --out "$tmp/base1" > /dev/null 2>&1
 "$ft" --epochs 1 --threads 1 "${common[@]}" --crop-padding 0 --hflip 0 --random-erase 0 --out "$tmp/noaug" > /dev/null 2>&1
 "$ft" --epochs 1 --threads 1 "${common[@]}" --drop-path 0 --out "$tmp/nodp" > /dev/null 2>&1
+"$ft" --epochs 1 --threads 1 "${common[@]}" --label-smoothing 0 --out "$tmp/nols" > /dev/null 2>&1
 first() { head -1 "$1/metrics.jsonl" | grep -o '"train_loss":[^,}]*'; }
 [ -n "$(first "$tmp/noaug")" ] && [ "$(first "$tmp/noaug")" != "$(first "$tmp/base1")" ] && ok "augmentation off changes the epoch-1 loss" || bad "augmentation off: same loss"
 [ -n "$(first "$tmp/nodp")" ] && [ "$(first "$tmp/nodp")" != "$(first "$tmp/base1")" ] && ok "--drop-path 0 changes the epoch-1 loss" || bad "drop path off: same loss"
+[ -n "$(first "$tmp/nols")" ] && [ "$(first "$tmp/nols")" != "$(first "$tmp/base1")" ] && ok "--label-smoothing 0 changes the epoch-1 loss" || bad "label smoothing off: same loss"
 
 # 5. --label-fraction in fine-tuning: the closed-form count, the same subset for two training seeds
 expected=$(python3 - <<'EOF'

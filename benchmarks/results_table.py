@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""Tabulate and plot the runs of scripts/run-results.sh (issue 16, docs/results.md).
+
+Reads OUT/<model>/<run>/result.json (a run is finished only when that file exists; the script writes it
+atomically after the program exited 0) and prints one markdown table: per model, protocol, label fraction
+and init, the seeds, top-1 per seed, mean, min/max, and the gap pretrained - random; unfinished runs are
+shown as pending (with their last finished epoch when they are under way). Then the compute per stage
+(core-hours = wall time x threads) and the plot of test top-1 against label fraction (pretrained and
+random init, fine-tuning lines and linear-probe markers, one colour per model).
+
+Usage: results_table.py OUT [--png docs/img/results_label_fraction.png] [--summaries FILE.jsonl]
+                            [--seeds 1,2,3] [--full-seeds 1] [--threads 2] [--models vit-m4-32-c1,swin-d32-c1]
+--summaries writes one JSON line per finished run (its summary without the per-epoch curve, plus the
+final metrics row): the small text file committed under benchmarks/results/.
+"""
+import argparse, json, os, statistics
+
+ap = argparse.ArgumentParser()
+ap.add_argument("out")
+ap.add_argument("--png", default=None)
+ap.add_argument("--summaries", default=None)
+ap.add_argument("--seeds", default="1,2,3")
+ap.add_argument("--full-seeds", default="1")
+ap.add_argument("--threads", type=int, default=2)
+ap.add_argument("--models", default="vit-m4-32-c1,swin-d32-c1")
+a = ap.parse_args()
+seeds = [int(s) for s in a.seeds.split(",") if s]
+full_seeds = [int(s) for s in a.full_seeds.split(",") if s]
+models = [m for m in a.models.split(",") if m]
+# (protocol, fraction, seeds); directory names as in scripts/run-results.sh
+cells = [("finetune", "0.01", seeds), ("finetune", "0.1", seeds), ("finetune", "1", full_seeds), ("linprobe", "1", seeds)]
+prefix = {"finetune": "ft", "linprobe": "lp"}
+frac_label = {"0.01": "1% (600)", "0.1": "10% (6,000)", "1": "100% (60,000)"}
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def last_row(path):
+    rows = []
+    try:
+        with open(path) as f:
+            for line in f:
+                try:
+                    rows.append(json.loads(line))
+                except ValueError:
+                    break
+    except OSError:
+        pass
+    return rows[-1] if rows else None
+
+
+def run_state(d):
+    """(top-1 or None, result or None, note for a pending run)"""
+    r = load(os.path.join(d, "result.json"))
+    if r is not None:
+        return r.get("test_top1"), r, ""
+    if not os.path.isdir(d):
+        return None, None, "pending"
+    row = last_row(os.path.join(d, "metrics.jsonl"))
+    if row and "epoch" in row and "test_top1" in row:
+        return None, None, f"running: epoch {row['epoch']}, {100 * row['test_top1']:.2f}%"
+    return None, None, "running"
+
+
+fmt = lambda x: f"{100 * x:.2f}"
+present = [m for m in models if os.path.isdir(os.path.join(a.out, m))] or models[:1]
+summaries, compute, plot = [], {}, {}
+print("| model | protocol | labels | init | seeds done | top-1 per seed (%) | mean (%) | min / max (%) | gap pre - rand (mean, points) |")
+print("|---|---|---|---|---|---|---|---|---|")
+for model in present:
+    root = os.path.join(a.out, model)
+    pre = load(os.path.join(root, "pretrain", "result.json"))
+    if pre is None:
+        row = last_row(os.path.join(root, "pretrain", "metrics.jsonl"))
+        note = f"running: step {row['step'] + 1}, loss {row['loss']:.4f}" if row else "pending"
+        print(f"| {model} | SimMIM pretraining | - | - | - | {note} | | | |")
+    else:
+        last = pre["last"]
+        print(f"| {model} | SimMIM pretraining | - | - | 1 | final masked L1 loss {last['loss']:.4f} (step {last['step'] + 1}) | | | |")
+        summaries.append({"model": model, "run": "pretrain", **pre})
+    for proto, frac, ss in cells:
+        means = {}
+        for init in ["pretrained", "random"]:
+            accs, notes = [], []
+            for s in ss:
+                d = os.path.join(root, f"{prefix[proto]}_f{frac}_{init}_s{s}")
+                top1, r, note = run_state(d)
+                if r is not None:
+                    accs.append(top1)
+                    notes.append(fmt(top1))
+                    stage = f"{proto} {frac_label[frac]}"
+                    compute[(model, stage)] = compute.get((model, stage), 0.0) + r.get("wall_s", 0.0)
+                    s_out = {k: v for k, v in r.items() if k != "curve"}
+                    if r.get("curve"):
+                        s_out["final"] = r["curve"][-1]
+                    summaries.append({"run": os.path.basename(d), **s_out})
+                else:
+                    notes.append(f"s{s} {note}")
+            if accs:
+                means[init] = statistics.mean(accs)
+                plot.setdefault((model, proto, init), []).append((float(frac), statistics.mean(accs), min(accs), max(accs)))
+            mean = f"**{fmt(statistics.mean(accs))}**" if accs and init == "pretrained" else fmt(statistics.mean(accs)) if accs else "pending"
+            mm = f"{fmt(min(accs))} / {fmt(max(accs))}" if len(accs) > 1 else ""
+            gap = ""
+            if init == "random" and "pretrained" in means and "random" in means:
+                gap = f"{100 * (means['pretrained'] - means['random']):+.2f}"
+            what = "linear probe (block 4, avg pool)" if proto == "linprobe" and model.startswith("vit") else "linear probe" if proto == "linprobe" else "fine-tune"
+            print(f"| {model} | {what} | {frac_label[frac]} | {init} | {len(accs)}/{len(ss)} | {', '.join(notes)} | {mean} | {mm} | {gap} |")
+    if pre is not None:
+        # pretraining's wall time from its speed: steps x batch / images_per_s of the logged rows
+        rows = []
+        with open(os.path.join(root, "pretrain", "metrics.jsonl")) as f:
+            rows = [json.loads(l) for l in f if l.strip()]
+        ips = statistics.median(r["images_per_s"] for r in rows if r.get("images_per_s"))  # median: a checkpoint step is slow
+        compute[(model, "SimMIM pretraining")] = (pre["last"]["step"] + 1) * 128 / ips
+
+print()
+print("| model | stage (finished runs) | wall time (h) | core-hours |")
+print("|---|---|---:|---:|")
+total = 0.0
+for (model, stage), secs in compute.items():
+    total += secs
+    print(f"| {model} | {stage} | {secs / 3600:.2f} | {secs * a.threads / 3600:.2f} |")
+print(f"| | total | {total / 3600:.2f} | {total * a.threads / 3600:.2f} |")
+
+if a.summaries:
+    os.makedirs(os.path.dirname(a.summaries) or ".", exist_ok=True)
+    with open(a.summaries + ".tmp", "w") as f:
+        for s in summaries:
+            f.write(json.dumps(s, sort_keys=True) + "\n")
+    os.replace(a.summaries + ".tmp", a.summaries)
+    print(f"\nwrote {a.summaries} ({len(summaries)} runs)")
+
+if a.png:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colours = {m: c for m, c in zip(models, ["tab:blue", "tab:red", "tab:green", "tab:purple"])}
+    for (model, proto, init), pts in sorted(plot.items()):
+        pts.sort()
+        x = [p[0] * 100 for p in pts]
+        y = [p[1] * 100 for p in pts]
+        err = [[(p[1] - p[2]) * 100 for p in pts], [(p[3] - p[1]) * 100 for p in pts]]
+        style = dict(color=colours.get(model, "k"), capsize=3)
+        if proto == "finetune":
+            ax.errorbar(x, y, yerr=err, linestyle="-" if init == "pretrained" else "--", marker="o" if init == "pretrained" else "s",
+                        mfc="white" if init == "random" else None, label=f"{model} fine-tune, {'SimMIM' if init == 'pretrained' else 'scratch'}", **style)
+        else:
+            ax.errorbar(x, y, yerr=err, linestyle="none", marker="^" if init == "pretrained" else "v", ms=8,
+                        mfc="white" if init == "random" else None, label=f"{model} linear probe, {'SimMIM' if init == 'pretrained' else 'random'}", **style)
+    ax.set_xscale("log")
+    ax.set_xticks([1, 10, 100])
+    ax.set_xticklabels(["1%\n(600)", "10%\n(6,000)", "100%\n(60,000)"])
+    ax.set(xlabel="labelled training images (class-balanced subset)", ylabel="Fashion-MNIST test top-1 (%)",
+           title="SimMIM pretrained vs scratch (mean, min-max over seeds)")
+    ax.grid(True, alpha=0.3)
+    if plot:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no finished runs yet", transform=ax.transAxes, ha="center")
+    fig.tight_layout()
+    fig.savefig(a.png, dpi=110)
+    print(f"wrote {a.png}")
