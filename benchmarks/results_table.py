@@ -65,6 +65,8 @@ def run_state(d):
     row = last_row(os.path.join(d, "metrics.jsonl"))
     if row and "epoch" in row and "test_top1" in row:
         return None, None, f"running: epoch {row['epoch']}, {100 * row['test_top1']:.2f}%"
+    if row and "epoch" in row:
+        return None, None, f"running: epoch {row['epoch']}"
     return None, None, "running"
 
 

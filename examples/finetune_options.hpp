@@ -32,6 +32,7 @@ struct Options {
     double drop_path = -1;         // stochastic depth rate of the last block; default 0.1 (ViT), 0 (Swin: not implemented)
     std::string resume;            // continue from this fine-tuning checkpoint
     std::int64_t stop_after = 0;   // stop (with a checkpoint) after N steps of this invocation
+    int eval_every = 1;            // evaluate on the test split every N epochs and after the last one
     std::uint64_t seed = 0, label_seed = 0;
     std::int64_t log_every = 50, max_train = 0, max_test = 0;
     bool strict_images = false;  // a damaged or unreadable file in an image folder is an error, not skipped
@@ -109,6 +110,8 @@ inline Parsed<Options> parse(int argc, const char* const* argv) {
                                 ->check(CLI::ExistingFile));
     finetune_only.push_back(app.add_option("--stop-after", o.stop_after, "Stop (saving a checkpoint) after N steps of this invocation, as if interrupted")
                                 ->check(at_least<i64>(0)));
+    finetune_only.push_back(app.add_option("--eval-every", o.eval_every, "Evaluate on the test split every N epochs and after the last one (metrics rows of other epochs have no test_top1)")
+                                ->check(at_least<int>(1))->capture_default_str());
     app.add_flag("--strict-images", o.strict_images, "An image folder's unreadable or damaged (cut short, corrupt) files are an error (exit 1) instead of being skipped and listed");
     return parse_options(app, argc, argv, o, [&](const Options& parsed) {
         o.finetune_only.clear();

@@ -262,7 +262,9 @@ int finetune(const Options& o, const simmim::data::OpenedDataset& data, std::siz
     data::BatchLoader loader(train_set, aug, o.batch, o.seed, start, 4, 1);
     examples::Progress progress(total, start, o.log_every);
     std::vector<float> dlogits(static_cast<std::size_t>(o.batch) * K), targets(static_cast<std::size_t>(o.batch) * K);
-    double top1 = curve.empty() ? 0.0 : curve.back().value("test_top1", 0.0);
+    double top1 = 0.0;  // the last evaluation's
+    for (const auto& row : curve)
+        if (row.contains("test_top1")) top1 = row["test_top1"].get<double>();
     double train_seconds = 0, lr = 0;  // of the current epoch in this invocation
     std::int64_t timed_images = 0;
     const std::int64_t stop_at = o.stop_after > 0 ? std::min(total, start + o.stop_after) : total;
@@ -302,15 +304,22 @@ int finetune(const Options& o, const simmim::data::OpenedDataset& data, std::siz
         timed_images += o.batch;
         progress.update(step, epoch, loss, lr, gnorm, o.batch);
         if (step % spe == 0) {  // end of an epoch: evaluate, log, checkpoint
-            top1 = evaluate();
+            const bool evaluated = (epoch + 1) % o.eval_every == 0 || step == total;
+            if (evaluated) top1 = evaluate();
             const double ips = train_seconds > 0 ? double(timed_images) / train_seconds : 0.0;
-            const nlohmann::json row{{"epoch", epoch + 1}, {"step", step}, {"train_loss", loss_sum / double(spe)}, {"test_top1", top1},
-                                     {"lr", lr}, {"images_per_s", ips}, {"elapsed_s", elapsed_before + seconds_since(t0)}};
+            nlohmann::json row{{"epoch", epoch + 1}, {"step", step}, {"train_loss", loss_sum / double(spe)},
+                               {"lr", lr}, {"images_per_s", ips}, {"elapsed_s", elapsed_before + seconds_since(t0)}};
+            if (evaluated) row["test_top1"] = top1;
             log.write(row);
             curve.push_back(row);
             progress.finish();
-            std::printf("epoch %lld/%d: train loss %.4f, test top-1 %.2f%% (%zu images), %.1f img/s\n", static_cast<long long>(epoch + 1),
-                        o.epochs, loss_sum / double(spe), 100 * top1, n_test, ips);
+            if (evaluated)
+                std::printf("epoch %lld/%d: train loss %.4f, test top-1 %.2f%% (%zu images), %.1f img/s\n", static_cast<long long>(epoch + 1),
+                            o.epochs, loss_sum / double(spe), 100 * top1, n_test, ips);
+            else
+                std::printf("epoch %lld/%d: train loss %.4f, %.1f img/s (next evaluation after epoch %lld)\n", static_cast<long long>(epoch + 1),
+                            o.epochs, loss_sum / double(spe), ips,
+                            static_cast<long long>(std::min<std::int64_t>(o.epochs, (epoch + 1) / o.eval_every * o.eval_every + o.eval_every)));
             std::fflush(stdout);
             loss_sum = 0;
             train_seconds = 0;

@@ -27,6 +27,9 @@ PRE_STEPS=${PRE_STEPS:-0}       # >0: --steps instead of --epochs (smoke tests)
 PRE_SAVE=${PRE_SAVE:-468}       # pretraining checkpoint every N steps (one epoch of batch 128, ~2.4 min)
 PRE_LR=${PRE_LR:-2e-3}          # per batch 512
 F1_EPOCHS=${F1_EPOCHS:-50};   F1_BATCH=${F1_BATCH:-32}     # 1%: 600 images, 18 steps/epoch, 900 steps
+F1_EVAL=${F1_EVAL:-10}          # evaluate (the full 10k test split) every N epochs and after the last: at 1% an
+F10_EVAL=${F10_EVAL:-5}         # evaluation costs more than an epoch of training
+F100_EVAL=${F100_EVAL:-5}
 F10_EPOCHS=${F10_EPOCHS:-30}; F10_BATCH=${F10_BATCH:-64}   # 10%: 6,000 images, 93 steps/epoch, 2,790 steps
 F100_EPOCHS=${F100_EPOCHS:-30}; F100_BATCH=${F100_BATCH:-128} # all: 60,000 images, 468 steps/epoch, 14,040 steps
 LP_EPOCHS=${LP_EPOCHS:-100}; LP_BATCH=${LP_BATCH:-256}     # linear probe on frozen block features, all labels
@@ -36,7 +39,7 @@ FT_EXTRA=${FT_EXTRA:-""}        # extra fine-tuning options for both inits (reci
 MAX_TRAIN=${MAX_TRAIN:-0}       # >0: only the first N training images (smoke tests)
 MAX_TEST=${MAX_TEST:-0}         # >0: only the first N test images (smoke tests)
 SWIN=${SWIN:-0}                 # 1: afterwards the same protocol for swin-d32-c1 (stage f; not run by default)
-STAGES=${STAGES:-"pre f1 f10 lp f100"}
+STAGES=${STAGES:-"pre lp f1 f10 f100"}   # the probe (minutes) first
 # -------------------------------------------------------------------------------------------------------------
 
 pre_bin=$build/examples/simmim_pretrain
@@ -113,14 +116,14 @@ protocol() {
         case $stage in
         pre) pretrain "$m/pretrain" "$model" ;;
         f1|f10|f100)
-            local frac epochs batch seeds=$SEEDS
+            local frac epochs batch every seeds=$SEEDS
             case $stage in
-            f1) frac=0.01; epochs=$F1_EPOCHS; batch=$F1_BATCH ;;
-            f10) frac=0.1; epochs=$F10_EPOCHS; batch=$F10_BATCH ;;
-            f100) frac=1; epochs=$F100_EPOCHS; batch=$F100_BATCH; seeds=$FULL_SEEDS ;;
+            f1) frac=0.01; epochs=$F1_EPOCHS; batch=$F1_BATCH; every=$F1_EVAL ;;
+            f10) frac=0.1; epochs=$F10_EPOCHS; batch=$F10_BATCH; every=$F10_EVAL ;;
+            f100) frac=1; epochs=$F100_EPOCHS; batch=$F100_BATCH; every=$F100_EVAL; seeds=$FULL_SEEDS ;;
             esac
             for s in $seeds; do
-                local sub=(--model "$model" --label-fraction "$frac" --label-seed "$s" --seed "$s" --epochs "$epochs" --batch "$batch")
+                local sub=(--model "$model" --label-fraction "$frac" --label-seed "$s" --seed "$s" --epochs "$epochs" --batch "$batch" --eval-every "$every")
                 # shellcheck disable=SC2086
                 finetune "$m/ft_f${frac}_pretrained_s$s" "${sub[@]}" --init "$ckpt" $PRE_FT $FT_EXTRA
                 # shellcheck disable=SC2086

@@ -6,6 +6,7 @@
 #     a run stopped in the middle of an epoch, with Mixup + CutMix on;
 #  2. SIGTERM finishes the step, saves, exits 143; resuming gives the uninterrupted run's final weights;
 #  3. metrics.jsonl has one row per epoch with epoch, step, train_loss, test_top1, lr, images_per_s, elapsed_s;
+#     --eval-every N leaves test_top1 out of the rows of epochs it does not evaluate, and training unchanged;
 #     the test split is the full 10k by default (the printed count);
 #  4. the recipe is on by default (crop padding image/8, flip 0.5, erase 0.25, drop path 0.1: the printed
 #     recipe), and each of augmentation, drop path and label smoothing changes training (their losses differ
@@ -78,6 +79,19 @@ for r in rows:
     assert set(r) == {"epoch", "step", "train_loss", "test_top1", "lr", "images_per_s", "elapsed_s"}, r
     assert 0 <= r["test_top1"] <= 1 and r["train_loss"] > 0 and r["lr"] > 0 and r["images_per_s"] > 0
 EOF
+# --eval-every 2 over 3 epochs: test_top1 after epochs 2 and 3 (the last) only, the summary's is epoch 3's, and
+# skipping evaluations leaves training alone (the same final weights as evaluating every epoch)
+ev=(--model vit-tiny-test --epochs 3 --max-train 64 --max-test 100 --batch 32 --threads 1 --seed 5)
+"$ft" "${ev[@]}" --out "$tmp/ev1" > /dev/null 2>&1 && "$ft" "${ev[@]}" --eval-every 2 --out "$tmp/ev2" > /dev/null 2>&1 &&
+python3 - "$tmp/ev1" "$tmp/ev2" <<'EOF' && cmp -s "$tmp/ev1/model.safetensors" "$tmp/ev2/model.safetensors" &&
+import json, sys
+every = [json.loads(l) for l in open(sys.argv[1] + "/metrics.jsonl")]
+rows = [json.loads(l) for l in open(sys.argv[2] + "/metrics.jsonl")]
+assert ["test_top1" in r for r in rows] == [False, True, True], rows
+assert rows[2]["test_top1"] == every[2]["test_top1"] and rows[1]["test_top1"] == every[1]["test_top1"], (rows, every)
+assert json.load(open(sys.argv[2] + "/summary.json"))["test_top1"] == rows[2]["test_top1"]
+EOF
+    ok "--eval-every 2: evaluations after epochs 2 and 3 only, the same weights" || bad "--eval-every"
 "$ft" --model vit-tiny-test --epochs 1 --max-train 64 --batch 32 --threads 1 --out "$tmp/fulltest" > "$tmp/ft.log" 2>&1
 grep -q "64 train / 10000 test images" "$tmp/ft.log" && ok "evaluation on the full 10k test split by default" || bad "test split: $(head -1 "$tmp/ft.log")"
 
