@@ -115,7 +115,7 @@ void bench(benchmark::State& state, Shape s, bool fused, bool backward) {
 int main(int argc, char** argv) {
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-    std::printf("simd path: %s\n", simmim::ops::detail::fused_attention::kUsesSimd ? "xsimd" : "scalar");
+    std::printf("simd path: %s\n", simmim::ops::fused_attention_detail::kUsesSimd ? "xsimd" : "scalar");
     for (const auto& s : kShapes) validate(s);
     for (const auto& s : kShapes)
         for (const bool backward : {false, true})

@@ -234,7 +234,7 @@ int main(int argc, char** argv) {
         if (!validate(p)) return 1;
     g_peak_gflops_one_core = measure_peak_gflops(1, 0.5);
     std::printf("gemm float path: %s; single-core FMA peak %.1f GFLOP/s (2-core %.1f)\n",
-                simmim::kernels::gemm_float_path, g_peak_gflops_one_core, measure_peak_gflops(2, 0.5));
+                simmim::kernels::kernel_path().c_str(), g_peak_gflops_one_core, measure_peak_gflops(2, 0.5));
     benchmark::RegisterBenchmark("peak", BM_peak)->Arg(1)->Arg(std::max(1, std::min(2, max_threads)))->Iterations(5);
     // Back to back per product: ours and Eigen on 1 thread (timed by the thread's CPU clock, which a
     // busy machine disturbs least), then on 2 threads (wall clock, the only honest clock there).

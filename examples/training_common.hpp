@@ -49,12 +49,13 @@ inline void set_precision(const std::string& precision) {
     }
 }
 
-/// The kernel paths for the start line: "fp32 matmul (avx512), element-wise avx512bw" or "bf16 matmul (avx512-bf16,
-/// FP32 accumulation), element-wise avx512bw".
+/// The kernel paths for the start line: "fp32 matmul (avx512 (run-time dispatch)), element-wise avx512bw" or "bf16
+/// matmul (avx512-bf16, FP32 accumulation), element-wise sse2". The matrix products and attention follow the
+/// run-time dispatch of simmim::kernels when it is linked (kernels/dispatch.hpp), the element-wise ops the flags.
 inline std::string precision_description() {
     std::string text = kernels::matmul_precision() == kernels::MatmulPrecision::bf16
                            ? std::string("bf16 matmul (avx512-bf16, FP32 accumulation)")
-                           : std::string("fp32 matmul (") + kernels::gemm_float_path + ")";
+                           : "fp32 matmul (" + kernels::kernel_path() + ")";
 #if SIMMIM_SIMD
     text += ", element-wise ";
     text += kernels::isa_name();
@@ -64,20 +65,26 @@ inline std::string precision_description() {
     return text;
 }
 
-/// A warning when the running CPU has AVX-512 (or AVX2 + FMA) but this program was compiled for less (no
-/// -march=native): the kernels' ISA is chosen at compile time, and such a build runs several times slower. Empty
-/// when the build matches the CPU.
+/// A warning when the running CPU has AVX-512 (or AVX2 + FMA) but this program's matrix products do not use it:
+/// a header-only build compiled for less (no -march=native, no simmim::kernels) runs several times slower. Empty
+/// when the kernels match the CPU. (With simmim::kernels the products follow the CPU; the element-wise ops, a few
+/// percent of a step, keep the compile flags.)
 inline std::string isa_mismatch_warning() {
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
     __builtin_cpu_init();
     const bool cpu512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
     const bool cpu2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#if defined(SIMMIM_EXTERN_KERNELS)
+    const std::string built = kernels::dispatch::active().gemm_path;
+    const char* fix = "SIMMIM_ISA caps the run-time choice: unset it";
+#else
     const std::string built = kernels::gemm_float_path;
+    const char* fix = "rebuild with -march=native (CMake -DSIMMIM_NATIVE=ON) or link simmim::kernels";
+#endif
     if ((cpu512 && built != "avx512") || (!cpu512 && cpu2 && built == "portable"))
-        return std::string("warning: this CPU has ") + (cpu512 ? "AVX-512" : "AVX2 + FMA") + " but the kernels were compiled for " +
-               (built == "portable" ? std::string("baseline x86-64 (no -march)") : built) +
-               ": training runs several times slower; rebuild with -march=native (CMake -DSIMMIM_NATIVE=ON)";
+        return std::string("warning: this CPU has ") + (cpu512 ? "AVX-512" : "AVX2 + FMA") + " but the matrix products run " +
+               (built == "portable" ? std::string("baseline x86-64 code") : built) + ": training runs several times slower; " + fix;
 #endif
     return {};
 }

@@ -133,7 +133,7 @@ TEST_CASE("fused attention: single-tile and key-tiled paths around their boundar
     // N <= kMaxKeyTile (256) takes the single-tile path (query strips of 6, P and dS of the whole
     // head), longer sequences the key-tiled one (balanced tiles: 257 -> 2 x 144 keys, 600 -> 3 x
     // 208). B = 1 and B = 3 run head by head on two threads, B = 2 and B = 8 sample by sample.
-    static_assert(simmim::ops::detail::fused_attention::kMaxKeyTile == 256);
+    static_assert(simmim::ops::fused_attention_detail::kMaxKeyTile == 256);
     const AttnShape shapes[] = {{8, 4, 36, 32}, {3, 3, 65, 64}, {1, 1, 6, 64},   {2, 2, 255, 32},
                                 {1, 1, 256, 64}, {1, 2, 257, 32}, {1, 1, 600, 24}, {2, 1, 12, 40}};
     for (const auto& s : shapes) {
@@ -205,7 +205,7 @@ TEST_CASE("fused attention results do not depend on earlier calls (reused scratc
 TEST_CASE("fused attention packs K^T panels like the scalar packer", "[attention][fused]") {
     // pack_panels uses 16 x 16 AVX-512 register transposes for float when available; it must write
     // exactly what pack_panels_scalar writes, zero padding included, for any rows and widths.
-    namespace fa = simmim::ops::detail::fused_attention;
+    namespace fa = simmim::ops::fused_attention_detail;
     const auto check = [](auto zero) {
         using T = decltype(zero);
         constexpr int W = fa::Simd<T>::width;
@@ -255,7 +255,7 @@ TEST_CASE("fused attention backward matches central finite differences", "[atten
 }
 
 TEST_CASE("vector exp used by the fused kernels is accurate", "[attention][fused][exp]") {
-    using simmim::ops::detail::fused_attention::Simd;
+    using simmim::ops::fused_attention_detail::Simd;
     // Softmax only ever evaluates exp at x <= 0: cover [-104, 0] densely, plus -inf. Results in the
     // normal range need a small relative error; subnormal results may be flushed to zero, which
     // cannot move a softmax sum that already holds exp(0) = 1.

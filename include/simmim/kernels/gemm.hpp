@@ -39,7 +39,9 @@
 #include <Eigen/Core>
 
 #include "simmim/kernels/gemm_bf16.hpp"
+#include "simmim/kernels/dispatch.hpp"
 #include "simmim/kernels/gemm_epilogue.hpp"
+#include "simmim/kernels/isa.hpp"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -57,6 +59,14 @@
 
 namespace simmim::kernels {
 
+/// C = alpha * op(A) * op(B) + beta * C with a fused epilogue (defined and documented below).
+template <class T>
+void gemm(bool trans_a, bool trans_b, std::ptrdiff_t M, std::ptrdiff_t N, std::ptrdiff_t K, T alpha, const T* A,
+          std::ptrdiff_t lda, const T* B, std::ptrdiff_t ldb, T beta, T* C, std::ptrdiff_t ldc,
+          const GemmEpilogue<T>* epilogue);
+
+SIMMIM_ISA_BEGIN
+
 /// Name of the float GEMM path compiled in: "avx512", "avx2" or "portable" (Eigen).
 #if defined(SIMMIM_GEMM_AVX512)
 inline constexpr const char* gemm_float_path = "avx512";
@@ -66,7 +76,7 @@ inline constexpr const char* gemm_float_path = "avx2";
 inline constexpr const char* gemm_float_path = "portable";
 #endif
 
-namespace detail::gemm {
+namespace gemm_detail {
 
 /// Throws std::runtime_error naming the argument and what was expected versus found. Builds no
 /// string unless an argument is bad.
@@ -451,7 +461,53 @@ inline void gemm_packed(bool trans_a, bool trans_b, std::ptrdiff_t M, std::ptrdi
 
 #endif  // SIMMIM_GEMM_AVX512 || SIMMIM_GEMM_AVX2
 
-}  // namespace detail::gemm
+}  // namespace gemm_detail
+
+namespace gemm_detail {
+/// The body of kernels::gemm for this translation unit's ISA (what the dispatch table of simmim::kernels points to),
+/// after kernels::gemm checked the arguments. (No error messages are built here: the per-ISA sources of
+/// simmim::kernels must not instantiate std::string code for their ISA, scripts/check-isa-objects.py.)
+template <class T>
+void gemm_entry(bool trans_a, bool trans_b, std::ptrdiff_t M, std::ptrdiff_t N, std::ptrdiff_t K, T alpha, const T* A,
+                std::ptrdiff_t lda, const T* B, std::ptrdiff_t ldb, T beta, T* C, std::ptrdiff_t ldc,
+                const GemmEpilogue<T>* epilogue) {
+    static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "simmim::kernels::gemm: T is float or double");
+    if (M == 0 || N == 0) return;
+    if (K == 0 || alpha == T(0)) {
+        scale_c(M, N, beta, C, ldc);
+        if (epilogue) (*epilogue)(C, ldc, 0, 0, M, N);
+        return;
+    }
+#if defined(SIMMIM_GEMM_AVX512) || defined(SIMMIM_GEMM_AVX2)
+    if constexpr (std::is_same_v<T, float>) {
+        gemm_packed(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, epilogue);
+        return;
+    }
+#endif
+    gemm_eigen(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (epilogue) (*epilogue)(C, ldc, 0, 0, M, N);
+}
+}  // namespace gemm_detail
+
+/// Which kernels this program's GEMM and attention run, for start lines and benchmark headers: with
+/// simmim::kernels linked (SIMMIM_EXTERN_KERNELS), the level chosen at run time, e.g. "avx512 (run-time
+/// dispatch)"; header-only, the path of the compile flags, e.g. "avx2 (compile flags)".
+inline std::string kernel_path() {
+#if defined(SIMMIM_EXTERN_KERNELS) && !defined(SIMMIM_BUILDING_KERNELS)
+    return std::string(dispatch::active().gemm_path) + " (run-time dispatch)";
+#else
+    return std::string(gemm_float_path) + " (compile flags)";
+#endif
+}
+
+/// C = alpha * op(A) * op(B) + beta * C (kernels::gemm below without an epilogue).
+template <class T>
+void gemm(bool trans_a, bool trans_b, std::ptrdiff_t M, std::ptrdiff_t N, std::ptrdiff_t K, T alpha, const T* A,
+          std::ptrdiff_t lda, const T* B, std::ptrdiff_t ldb, T beta, T* C, std::ptrdiff_t ldc) {
+    gemm<T>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, static_cast<const GemmEpilogue<T>*>(nullptr));
+}
+
+SIMMIM_ISA_END
 
 /// C = alpha * op(A) * op(B) + beta * C, all row-major.
 /// op(A) is M x K: A is M x K (lda >= K) or, with trans_a, K x M (lda >= M).
@@ -467,43 +523,27 @@ template <class T>
 void gemm(bool trans_a, bool trans_b, std::ptrdiff_t M, std::ptrdiff_t N, std::ptrdiff_t K, T alpha, const T* A,
           std::ptrdiff_t lda, const T* B, std::ptrdiff_t ldb, T beta, T* C, std::ptrdiff_t ldc,
           const GemmEpilogue<T>* epilogue) {
-    static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "simmim::kernels::gemm: T is float or double");
-    detail::gemm::check_arguments(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, alpha != T(0));
-    if (M == 0 || N == 0) return;
-    if (K == 0 || alpha == T(0)) {
-        detail::gemm::scale_c(M, N, beta, C, ldc);
-        if (epilogue) (*epilogue)(C, ldc, 0, 0, M, N);
-        return;
-    }
+    gemm_detail::check_arguments(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, alpha != T(0));
     if constexpr (std::is_same_v<T, float>) {
-        if (matmul_precision() == MatmulPrecision::bf16) {  // set_matmul_precision checked the CPU
+        // bf16 (kernels/gemm_bf16.hpp: target attributes, chosen at run time already); set_matmul_precision checked
+        // the CPU. Products without work go to the entry, which scales C.
+        if (matmul_precision() == MatmulPrecision::bf16 && M > 0 && N > 0 && K > 0 && alpha != T(0)) {
             gemm_bf16(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, epilogue);
             return;
         }
     }
-#if defined(SIMMIM_GEMM_AVX512) || defined(SIMMIM_GEMM_AVX2)
-    if constexpr (std::is_same_v<T, float>) {
-        detail::gemm::gemm_packed(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, epilogue);
-        return;
-    }
+#if defined(SIMMIM_KERNELS_DISPATCHER)
+    dispatch::kernels<T>().gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, epilogue);
+#else
+    gemm_detail::gemm_entry<T>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, epilogue);
 #endif
-    detail::gemm::gemm_eigen(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    if (epilogue) (*epilogue)(C, ldc, 0, 0, M, N);
-}
-
-/// C = alpha * op(A) * op(B) + beta * C (the above without an epilogue).
-template <class T>
-void gemm(bool trans_a, bool trans_b, std::ptrdiff_t M, std::ptrdiff_t N, std::ptrdiff_t K, T alpha, const T* A,
-          std::ptrdiff_t lda, const T* B, std::ptrdiff_t ldb, T beta, T* C, std::ptrdiff_t ldc) {
-    gemm<T>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, static_cast<const GemmEpilogue<T>*>(nullptr));
 }
 
 }  // namespace simmim::kernels
 
-// Opt-in compiled kernels (simmim::kernels, see simmim/kernels/compiled.hpp): gemm for float and
-// double is instantiated once in src/gemm.cpp instead of in every translation unit.
+// Compiled kernels (simmim::kernels, see simmim/kernels/dispatch.hpp): gemm for float and double is instantiated
+// once, in src/dispatch.cpp, where it calls the body of the instruction set chosen at run time.
 #ifdef SIMMIM_EXTERN_KERNELS
-#include "simmim/kernels/compiled.hpp"
 namespace simmim::kernels {
 #define SIMMIM_GEMM_INSTANTIATION(EXTERN, T)                                                                  \
     EXTERN template void gemm<T>(bool, bool, std::ptrdiff_t, std::ptrdiff_t, std::ptrdiff_t, T, const T*, \

@@ -1,8 +1,9 @@
 // simmim/kernels/simd.hpp: the instruction-set mapping of simmim's element-wise kernels, kept apart
 // from their maths (ops/*.hpp), plus the vectorised special functions those kernels need.
 //
-// The ISA is chosen at compile time from the consumer's flags (a header-only library cannot use
-// xsimd::dispatch): xsimd's default architecture for -march=... (AVX-512, AVX2+FMA, AVX, SSE4, SSE2,
+// The ISA is chosen at compile time from the consumer's flags (these element-wise kernels are not part of the
+// run-time dispatch of simmim::kernels, kernels/dispatch.hpp; their symbols live in the ISA namespace of
+// kernels/isa.hpp): xsimd's default architecture for -march=... (AVX-512, AVX2+FMA, AVX, SSE4, SSE2,
 // NEON). An op takes its SIMD path when SIMMIM_SIMD is 1 and simd_enabled<T> is true, and otherwise
 // runs its scalar `<name>_reference`. SIMMIM_SIMD is 0 when the consumer defines SIMMIM_NO_SIMD or
 // when xsimd finds no ISA (it then defines XSIMD_NO_SUPPORTED_ARCHITECTURE and no batch type at all).
@@ -19,6 +20,8 @@
 #include <cstddef>
 #include <type_traits>
 
+#include "simmim/kernels/isa.hpp"
+
 #if !defined(SIMMIM_NO_SIMD)
 #include <xsimd/xsimd.hpp>
 #if !defined(XSIMD_NO_SUPPORTED_ARCHITECTURE)
@@ -30,6 +33,7 @@
 #endif
 
 namespace simmim::kernels {
+SIMMIM_ISA_BEGIN
 
 /// Element count below which a kernel runs on the calling thread: an OpenMP fork/join costs more than
 /// the work (and much more when the cores are oversubscribed). Results never depend on it.
@@ -169,4 +173,5 @@ inline const char* isa_name() noexcept { return "scalar"; }
 
 #endif
 
+SIMMIM_ISA_END
 }  // namespace simmim::kernels

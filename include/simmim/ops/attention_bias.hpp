@@ -43,9 +43,11 @@
 
 #include "simmim/core/tensor.hpp"
 #include "simmim/kernels/gemm.hpp"
+#include "simmim/kernels/isa.hpp"
 #include "simmim/kernels/simd.hpp"
 
 namespace simmim::ops {
+SIMMIM_ISA_BEGIN
 
 // ---------------------------------------------------------------------------------------------
 // BEiT relative position bias
@@ -185,7 +187,7 @@ void attention_bias_backward_reference(T* dqkv, T* dbias, const T* dout, const T
 // Fast path
 // ---------------------------------------------------------------------------------------------
 
-namespace detail::attention_bias {
+namespace attention_bias_detail {
 
 /// Fixed batch chunks of the dbias reduction (determinism: independent of the thread count).
 inline constexpr int kBiasChunks = 8;
@@ -321,66 +323,54 @@ void dsoftmax_row(T* ds, const T* p, T delta, T* acc, int n) {
     }
 }
 
-}  // namespace detail::attention_bias
+}  // namespace attention_bias_detail
 
-/// out (B, N, H, Dh) = softmax(q k^T / sqrt(Dh) + bias[h]) v per (batch, head); lse (B, H, N) the
-/// row log-sum-exp of the biased scores (saved for attention_bias_backward). qkv is (B, N, 3, H, Dh),
-/// bias (H, N, N), mask (nW, N, N) or null (see the file comment). Throws std::invalid_argument on
-/// non-positive sizes, null pointers or a window count that does not divide B.
+namespace attention_bias_detail {
+// The bodies of ops::attention_bias_forward / attention_bias_backward for this translation unit's ISA, after the
+// public functions checked the arguments.
 template <class T>
-void attention_bias_forward(T* out, T* lse, const T* qkv, const T* bias, int B, int N, int H, int Dh, const T* mask = nullptr,
-                            int mask_windows = 1) {
-    namespace ab = detail::attention_bias;
-    ab::validate("attention_bias_forward", B, N, H, Dh, {{out, "out"}, {lse, "lse"}, {qkv, "qkv"}, {bias, "bias"}});
-    ab::validate_mask("attention_bias_forward", mask, mask_windows, B);
-    const std::ptrdiff_t D = static_cast<std::ptrdiff_t>(H) * Dh, ld = ab::tile_ld(N), NN = static_cast<std::ptrdiff_t>(N) * N;
+void forward_entry(T* out, T* lse, const T* qkv, const T* bias, int B, int N, int H, int Dh, const T* mask,
+                   int mask_windows) {
+    const std::ptrdiff_t D = static_cast<std::ptrdiff_t>(H) * Dh, ld = tile_ld(N), NN = static_cast<std::ptrdiff_t>(N) * N;
     const T scale = T(1) / std::sqrt(T(Dh));
     const double work = 2.0 * B * H * static_cast<double>(N) * N * Dh;
-    const int threads = work < 1e6 ? 1 : std::min(ab::thread_count(), B * H);
+    const int threads = work < 1e6 ? 1 : std::min(thread_count(), B * H);
     const std::ptrdiff_t per_thread = N * ld + (mask ? (NN + 15) / 16 * 16 : 0);  // scores, then the sample's bias when masked
     AlignedVector<T> scratch(static_cast<std::size_t>(threads * per_thread));
 #pragma omp parallel for collapse(2) schedule(static) num_threads(threads)
     for (int b = 0; b < B; ++b)
         for (int h = 0; h < H; ++h) {
-            T* s = scratch.data() + static_cast<std::ptrdiff_t>(ab::thread_id()) * per_thread;  // (N, ld)
-            const T* bias_bh = ab::sample_bias(s + N * ld, bias, mask, mask_windows, b, h, N);
+            T* s = scratch.data() + static_cast<std::ptrdiff_t>(thread_id()) * per_thread;  // (N, ld)
+            const T* bias_bh = sample_bias(s + N * ld, bias, mask, mask_windows, b, h, N);
             const T* q = qkv + static_cast<std::ptrdiff_t>(b) * N * 3 * D + h * Dh;
             const T* k = q + D;
             const T* v = q + 2 * D;
             kernels::gemm<T>(false, true, N, N, Dh, scale, q, 3 * D, k, 3 * D, T(0), s, ld);
             T* l = lse + (static_cast<std::ptrdiff_t>(b) * H + h) * N;
-            for (int i = 0; i < N; ++i) l[i] = ab::softmax_row(s + i * ld, bias_bh + static_cast<std::ptrdiff_t>(i) * N, N);
+            for (int i = 0; i < N; ++i) l[i] = softmax_row(s + i * ld, bias_bh + static_cast<std::ptrdiff_t>(i) * N, N);
             kernels::gemm<T>(false, false, N, Dh, N, T(1), s, ld, v, 3 * D, T(0), out + static_cast<std::ptrdiff_t>(b) * N * D + h * Dh, D);
         }
 }
 
-/// Given dout (B, N, H, Dh) and the forward's qkv, out, lse and bias, accumulates (+=) dq, dk, dv into
-/// dqkv (B, N, 3, H, Dh) and the batch-summed bias gradient into dbias (H, N, N). Deterministic: the
-/// result does not depend on the thread count. mask and mask_windows as in the forward. Throws
-/// std::invalid_argument on non-positive sizes, null pointers or a window count that does not divide B.
 template <class T>
-void attention_bias_backward(T* dqkv, T* dbias, const T* dout, const T* qkv, const T* out, const T* lse, const T* bias, int B,
-                             int N, int H, int Dh, const T* mask = nullptr, int mask_windows = 1) {
-    namespace ab = detail::attention_bias;
-    ab::validate("attention_bias_backward", B, N, H, Dh,
-                 {{dqkv, "dqkv"}, {dbias, "dbias"}, {dout, "dout"}, {qkv, "qkv"}, {out, "out"}, {lse, "lse"}, {bias, "bias"}});
-    ab::validate_mask("attention_bias_backward", mask, mask_windows, B);
-    const std::ptrdiff_t D = static_cast<std::ptrdiff_t>(H) * Dh, ld = ab::tile_ld(N), NN = static_cast<std::ptrdiff_t>(N) * N;
+void backward_entry(T* dqkv, T* dbias, const T* dout, const T* qkv, const T* out, const T* lse, const T* bias, int B,
+                    int N, int H, int Dh, const T* mask, int mask_windows) {
+    const std::ptrdiff_t D = static_cast<std::ptrdiff_t>(H) * Dh, ld = tile_ld(N), NN = static_cast<std::ptrdiff_t>(N) * N;
     const T scale = T(1) / std::sqrt(T(Dh));
-    const int chunks = std::min(ab::kBiasChunks, B);
+    const int chunks = std::min(kBiasChunks, B);
     const double work = 5.0 * B * H * static_cast<double>(N) * N * Dh;
-    const int threads = work < 1e6 ? 1 : std::min(ab::thread_count(), chunks * H);
+    const int threads = work < 1e6 ? 1 : std::min(thread_count(), chunks * H);
     const std::ptrdiff_t per_thread = 2 * N * ld + (mask ? (NN + 15) / 16 * 16 : 0);  // P, dP / dS, then the sample's bias when masked
     AlignedVector<T> scratch(static_cast<std::size_t>(threads * per_thread));
     AlignedVector<T> partial(static_cast<std::size_t>(chunks) * H * NN, T(0));  // (chunks, H, N, N)
 #pragma omp parallel for collapse(2) schedule(static) num_threads(threads)
     for (int c = 0; c < chunks; ++c)
         for (int h = 0; h < H; ++h) {
-            T* p = scratch.data() + static_cast<std::ptrdiff_t>(ab::thread_id()) * per_thread;  // (N, ld) P
+            T* p = scratch.data() + static_cast<std::ptrdiff_t>(thread_id()) * per_thread;  // (N, ld) P
             T* ds = p + static_cast<std::ptrdiff_t>(N) * ld;                                        // (N, ld) dP, then dS
             T* acc = partial.data() + (static_cast<std::ptrdiff_t>(c) * H + h) * NN;
             for (int b = c * B / chunks; b < (c + 1) * B / chunks; ++b) {
-                const T* bias_h = ab::sample_bias(ds + N * ld, bias, mask, mask_windows, b, h, N);
+                const T* bias_h = sample_bias(ds + N * ld, bias, mask, mask_windows, b, h, N);
                 const T* q = qkv + static_cast<std::ptrdiff_t>(b) * N * 3 * D + h * Dh;
                 const T* k = q + D;
                 const T* v = q + 2 * D;
@@ -391,13 +381,13 @@ void attention_bias_backward(T* dqkv, T* dbias, const T* dout, const T* qkv, con
                 const T* O = out + static_cast<std::ptrdiff_t>(b) * N * D + h * Dh;
                 const T* l = lse + (static_cast<std::ptrdiff_t>(b) * H + h) * N;
                 kernels::gemm<T>(false, true, N, N, Dh, scale, q, 3 * D, k, 3 * D, T(0), p, ld);
-                for (int i = 0; i < N; ++i) ab::probs_row(p + i * ld, bias_h + static_cast<std::ptrdiff_t>(i) * N, l[i], N);
+                for (int i = 0; i < N; ++i) probs_row(p + i * ld, bias_h + static_cast<std::ptrdiff_t>(i) * N, l[i], N);
                 kernels::gemm<T>(true, false, N, Dh, N, T(1), p, ld, dO, D, T(1), dv, 3 * D);       // dV += P^T dO
                 kernels::gemm<T>(false, true, N, N, Dh, T(1), dO, D, v, 3 * D, T(0), ds, ld);       // dP = dO V^T
                 for (int i = 0; i < N; ++i) {
                     T delta = 0;  // sum_j P_ij dP_ij = dO_i . O_i
                     for (int d = 0; d < Dh; ++d) delta += dO[i * D + d] * O[i * D + d];
-                    ab::dsoftmax_row(ds + i * ld, p + i * ld, delta, acc + static_cast<std::ptrdiff_t>(i) * N, N);
+                    dsoftmax_row(ds + i * ld, p + i * ld, delta, acc + static_cast<std::ptrdiff_t>(i) * N, N);
                 }
                 kernels::gemm<T>(false, false, N, Dh, N, scale, ds, ld, k, 3 * D, T(1), dq, 3 * D);  // dQ += dS K / sqrt(Dh)
                 kernels::gemm<T>(true, false, N, Dh, N, scale, ds, ld, q, 3 * D, T(1), dk, 3 * D);   // dK += dS^T Q / sqrt(Dh)
@@ -411,13 +401,48 @@ void attention_bias_backward(T* dqkv, T* dbias, const T* dout, const T* qkv, con
         dbias[e] = sum;
     }
 }
+}  // namespace attention_bias_detail
+
+SIMMIM_ISA_END
+
+/// out (B, N, H, Dh) = softmax(q k^T / sqrt(Dh) + bias[h]) v per (batch, head); lse (B, H, N) the
+/// row log-sum-exp of the biased scores (saved for attention_bias_backward). qkv is (B, N, 3, H, Dh),
+/// bias (H, N, N), mask (nW, N, N) or null (see the file comment). Throws std::invalid_argument on
+/// non-positive sizes, null pointers or a window count that does not divide B.
+template <class T>
+void attention_bias_forward(T* out, T* lse, const T* qkv, const T* bias, int B, int N, int H, int Dh, const T* mask = nullptr,
+                            int mask_windows = 1) {
+    attention_bias_detail::validate("attention_bias_forward", B, N, H, Dh, {{out, "out"}, {lse, "lse"}, {qkv, "qkv"}, {bias, "bias"}});
+    attention_bias_detail::validate_mask("attention_bias_forward", mask, mask_windows, B);
+#if defined(SIMMIM_KERNELS_DISPATCHER)
+    kernels::dispatch::kernels<T>().attention_bias_forward(out, lse, qkv, bias, B, N, H, Dh, mask, mask_windows);
+#else
+    attention_bias_detail::forward_entry<T>(out, lse, qkv, bias, B, N, H, Dh, mask, mask_windows);
+#endif
+}
+
+/// Given dout (B, N, H, Dh) and the forward's qkv, out, lse and bias, accumulates (+=) dq, dk, dv into
+/// dqkv (B, N, 3, H, Dh) and the batch-summed bias gradient into dbias (H, N, N). Deterministic: the
+/// result does not depend on the thread count. mask and mask_windows as in the forward. Throws
+/// std::invalid_argument on non-positive sizes, null pointers or a window count that does not divide B.
+template <class T>
+void attention_bias_backward(T* dqkv, T* dbias, const T* dout, const T* qkv, const T* out, const T* lse, const T* bias, int B,
+                             int N, int H, int Dh, const T* mask = nullptr, int mask_windows = 1) {
+    attention_bias_detail::validate("attention_bias_backward", B, N, H, Dh,
+                                        {{dqkv, "dqkv"}, {dbias, "dbias"}, {dout, "dout"}, {qkv, "qkv"}, {out, "out"}, {lse, "lse"}, {bias, "bias"}});
+    attention_bias_detail::validate_mask("attention_bias_backward", mask, mask_windows, B);
+#if defined(SIMMIM_KERNELS_DISPATCHER)
+    kernels::dispatch::kernels<T>().attention_bias_backward(dqkv, dbias, dout, qkv, out, lse, bias, B, N, H, Dh, mask, mask_windows);
+#else
+    attention_bias_detail::backward_entry<T>(dqkv, dbias, dout, qkv, out, lse, bias, B, N, H, Dh, mask, mask_windows);
+#endif
+}
 
 }  // namespace simmim::ops
 
-// Opt-in compiled kernels (simmim::kernels, see simmim/kernels/compiled.hpp): the biased forward and
-// backward for float and double are instantiated once in src/attention_bias.cpp.
+// Compiled kernels (simmim::kernels, see simmim/kernels/dispatch.hpp): the biased forward and backward for float and
+// double are instantiated once, in src/dispatch.cpp, where they call the instruction set chosen at run time.
 #ifdef SIMMIM_EXTERN_KERNELS
-#include "simmim/kernels/compiled.hpp"
 namespace simmim::ops {
 #define SIMMIM_ATTENTION_BIAS_INSTANTIATION(EXTERN, T)                                                            \
     EXTERN template void attention_bias_forward<T>(T*, T*, const T*, const T*, int, int, int, int, const T*, int);   \

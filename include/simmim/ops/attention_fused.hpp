@@ -44,6 +44,9 @@
 #include <omp.h>
 #endif
 
+#include "simmim/kernels/dispatch.hpp"
+#include "simmim/kernels/isa.hpp"
+
 #ifndef SIMMIM_NO_SIMD
 #include <xsimd/xsimd.hpp>
 #if defined(__AVX512F__)
@@ -60,8 +63,9 @@
 #endif
 
 namespace simmim::ops {
+SIMMIM_ISA_BEGIN
 
-namespace detail::fused_attention {
+namespace fused_attention_detail {
 
 #if !defined(SIMMIM_NO_SIMD) && !defined(XSIMD_NO_SUPPORTED_ARCHITECTURE)
 inline constexpr bool kUsesSimd = true;
@@ -1113,7 +1117,37 @@ void backward_all(T* dqkv, const T* dout, const T* qkv, const T* out, const T* l
         });
 }
 
-}  // namespace detail::fused_attention
+}  // namespace fused_attention_detail
+
+namespace fused_attention_detail {
+// The bodies of ops::attention_forward_fused / attention_backward_fused for this translation unit's ISA, after the
+// public functions checked the arguments.
+template <class T>
+void forward_entry(T* out, T* lse, const T* qkv, int B, int N, int H, int Dh) {
+    namespace fa = fused_attention_detail;
+    const fa::Shape s{B, N, H, Dh};
+    if (Dh == 64)
+        fa::forward_all<T, 64>(out, lse, qkv, s);
+    else if (Dh == 32)
+        fa::forward_all<T, 32>(out, lse, qkv, s);
+    else
+        fa::forward_all<T, 0>(out, lse, qkv, s);
+}
+
+template <class T>
+void backward_entry(T* dqkv, const T* dout, const T* qkv, const T* out, const T* lse, int B, int N, int H, int Dh) {
+    namespace fa = fused_attention_detail;
+    const fa::Shape s{B, N, H, Dh};
+    if (Dh == 64)
+        fa::backward_all<T, 64>(dqkv, dout, qkv, out, lse, s);
+    else if (Dh == 32)
+        fa::backward_all<T, 32>(dqkv, dout, qkv, out, lse, s);
+    else
+        fa::backward_all<T, 0>(dqkv, dout, qkv, out, lse, s);
+}
+}  // namespace fused_attention_detail
+
+SIMMIM_ISA_END
 
 /// Fused forward: out (B, N, H, Dh) = softmax(q k^T / sqrt(Dh)) v per (batch, head), and
 /// lse (B, H, N) = log-sum-exp over keys of the scaled scores (saved for the backward pass).
@@ -1121,15 +1155,12 @@ void backward_all(T* dqkv, const T* dout, const T* qkv, const T* out, const T* l
 /// std::runtime_error on non-positive sizes or null pointers.
 template <class T>
 void attention_forward_fused(T* out, T* lse, const T* qkv, int B, int N, int H, int Dh) {
-    namespace fa = detail::fused_attention;
-    const fa::Shape s{B, N, H, Dh};
-    fa::validate("attention_forward_fused", s, {{out, "out"}, {lse, "lse"}, {qkv, "qkv"}});
-    if (Dh == 64)
-        fa::forward_all<T, 64>(out, lse, qkv, s);
-    else if (Dh == 32)
-        fa::forward_all<T, 32>(out, lse, qkv, s);
-    else
-        fa::forward_all<T, 0>(out, lse, qkv, s);
+    fused_attention_detail::validate("attention_forward_fused", {B, N, H, Dh}, {{out, "out"}, {lse, "lse"}, {qkv, "qkv"}});
+#if defined(SIMMIM_KERNELS_DISPATCHER)
+    kernels::dispatch::kernels<T>().attention_forward_fused(out, lse, qkv, B, N, H, Dh);
+#else
+    fused_attention_detail::forward_entry<T>(out, lse, qkv, B, N, H, Dh);
+#endif
 }
 
 /// Fused backward: given dout (B, N, H, Dh) and the forward's qkv, out and lse, accumulates
@@ -1140,15 +1171,12 @@ void attention_forward_fused(T* out, T* lse, const T* qkv, int B, int N, int H, 
 template <class T>
 void attention_backward_fused(T* dqkv, const T* dout, const T* qkv, const T* out, const T* lse, int B, int N, int H,
                               int Dh) {
-    namespace fa = detail::fused_attention;
-    const fa::Shape s{B, N, H, Dh};
-    fa::validate("attention_backward_fused", s, {{dqkv, "dqkv"}, {dout, "dout"}, {qkv, "qkv"}, {out, "out"}, {lse, "lse"}});
-    if (Dh == 64)
-        fa::backward_all<T, 64>(dqkv, dout, qkv, out, lse, s);
-    else if (Dh == 32)
-        fa::backward_all<T, 32>(dqkv, dout, qkv, out, lse, s);
-    else
-        fa::backward_all<T, 0>(dqkv, dout, qkv, out, lse, s);
+    fused_attention_detail::validate("attention_backward_fused", {B, N, H, Dh}, {{dqkv, "dqkv"}, {dout, "dout"}, {qkv, "qkv"}, {out, "out"}, {lse, "lse"}});
+#if defined(SIMMIM_KERNELS_DISPATCHER)
+    kernels::dispatch::kernels<T>().attention_backward_fused(dqkv, dout, qkv, out, lse, B, N, H, Dh);
+#else
+    fused_attention_detail::backward_entry<T>(dqkv, dout, qkv, out, lse, B, N, H, Dh);
+#endif
 }
 
 }  // namespace simmim::ops
@@ -1157,10 +1185,9 @@ void attention_backward_fused(T* dqkv, const T* dout, const T* qkv, const T* out
 #pragma GCC diagnostic pop
 #endif
 
-// Opt-in compiled kernels (simmim::kernels, see simmim/kernels/compiled.hpp): the fused forward and
-// backward for float and double are instantiated once in src/attention_fused.cpp.
+// Compiled kernels (simmim::kernels, see simmim/kernels/dispatch.hpp): the fused forward and backward for float and
+// double are instantiated once, in src/dispatch.cpp, where they call the instruction set chosen at run time.
 #ifdef SIMMIM_EXTERN_KERNELS
-#include "simmim/kernels/compiled.hpp"
 namespace simmim::ops {
 #define SIMMIM_ATTENTION_FUSED_INSTANTIATION(EXTERN, T)                                                  \
     EXTERN template void attention_forward_fused<T>(T*, T*, const T*, int, int, int, int);                 \

@@ -1,0 +1,24 @@
+// src/isa_avx2.cpp: the float kernels of simmim::kernels for AVX2 + FMA, chosen at run time (kernels/dispatch.hpp).
+// Compiled with -mavx2 -mfma ... (CMakeLists.txt); see src/isa_prelude.hpp for how nothing compiled here can stand
+// in for a baseline function.
+// The public entry points (kernels::gemm, which the attention calls) are src/dispatch.cpp's, never compiled here.
+#define SIMMIM_EXTERN_KERNELS 1
+#define SIMMIM_BUILDING_KERNELS 1
+#include "isa_prelude.hpp"
+
+#if SIMMIM_KERNELS_MULTI_ISA
+#if !defined(__AVX2__) || !defined(__FMA__) || defined(__AVX512F__)
+#error "src/isa_avx2.cpp must be compiled with -mavx2 -mfma (and without AVX-512)"
+#endif
+#define xsimd simmim_xsimd_avx2
+#include <xsimd/xsimd.hpp>
+
+#include "simmim/kernels/gemm.hpp"
+#include "simmim/ops/attention_bias.hpp"
+#include "simmim/ops/attention_fused.hpp"
+#undef xsimd
+
+namespace simmim::kernels::dispatch::detail {
+const Table avx2_table = SIMMIM_KERNELS_TABLE("avx2");
+}  // namespace simmim::kernels::dispatch::detail
+#endif

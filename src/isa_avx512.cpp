@@ -1,0 +1,24 @@
+// src/isa_avx512.cpp: the float kernels of simmim::kernels for AVX-512 (F, BW, DQ, VL, CD, with AVX2 and FMA), chosen
+// at run time (kernels/dispatch.hpp). Compiled with those -m flags (CMakeLists.txt); see src/isa_prelude.hpp for
+// how nothing compiled here can stand in for a baseline function.
+// The public entry points (kernels::gemm, which the attention calls) are src/dispatch.cpp's, never compiled here.
+#define SIMMIM_EXTERN_KERNELS 1
+#define SIMMIM_BUILDING_KERNELS 1
+#include "isa_prelude.hpp"
+
+#if SIMMIM_KERNELS_MULTI_ISA
+#if !defined(__AVX512F__) || !defined(__AVX512BW__) || !defined(__AVX512DQ__) || !defined(__AVX512VL__) || !defined(__FMA__)
+#error "src/isa_avx512.cpp must be compiled with -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512cd -mavx2 -mfma"
+#endif
+#define xsimd simmim_xsimd_avx512
+#include <xsimd/xsimd.hpp>
+
+#include "simmim/kernels/gemm.hpp"
+#include "simmim/ops/attention_bias.hpp"
+#include "simmim/ops/attention_fused.hpp"
+#undef xsimd
+
+namespace simmim::kernels::dispatch::detail {
+const Table avx512_table = SIMMIM_KERNELS_TABLE("avx512");
+}  // namespace simmim::kernels::dispatch::detail
+#endif
