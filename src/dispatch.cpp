@@ -15,13 +15,15 @@
 #include "simmim/kernels/gemm.hpp"
 #include "simmim/ops/attention_bias.hpp"
 #include "simmim/ops/attention_fused.hpp"
+#include "simmim/ops/fused.hpp"
 
 namespace simmim::kernels::dispatch {
 namespace detail {
 const Kernels<double> baseline_f64 = {
     &gemm_detail::gemm_entry<double>, &ops::fused_attention_detail::forward_entry<double>,
     &ops::fused_attention_detail::backward_entry<double>, &ops::attention_bias_detail::forward_entry<double>,
-    &ops::attention_bias_detail::backward_entry<double>};
+    &ops::attention_bias_detail::backward_entry<double>, &ops::gelu_rows::bias_gelu_tile<double>,
+    &ops::gelu_rows::gelu_backward_tile<double>};
 extern const Table baseline_table;
 const Table baseline_table = SIMMIM_KERNELS_TABLE("baseline");
 }  // namespace detail

@@ -16,6 +16,7 @@
 #include "simmim/kernels/gemm.hpp"
 #include "simmim/ops/attention_bias.hpp"
 #include "simmim/ops/attention_fused.hpp"
+#include "simmim/ops/fused.hpp"
 #undef xsimd
 
 namespace simmim::kernels::dispatch::detail {

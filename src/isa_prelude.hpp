@@ -33,5 +33,6 @@ extern const Table avx2_table;    // src/isa_avx2.cpp
      {&::simmim::kernels::gemm_detail::gemm_entry<float>, &::simmim::ops::fused_attention_detail::forward_entry<float>,  \
       &::simmim::ops::fused_attention_detail::backward_entry<float>,                                                     \
       &::simmim::ops::attention_bias_detail::forward_entry<float>,                                                       \
-      &::simmim::ops::attention_bias_detail::backward_entry<float>},                                                     \
+      &::simmim::ops::attention_bias_detail::backward_entry<float>,                                                      \
+      &::simmim::ops::gelu_rows::bias_gelu_tile<float>, &::simmim::ops::gelu_rows::gelu_backward_tile<float>},           \
      &::simmim::kernels::dispatch::detail::baseline_f64}

@@ -112,6 +112,28 @@ bool bitwise_equal(const std::vector<T>& a, const std::vector<T>& b) {
     return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
 }
 
+/// True when the GEMM epilogues run the GELU of this translation unit's own ISA: always header-only; with
+/// simmim::kernels, when the level chosen at run time (SIMMIM_ISA may cap it) is the one of the compile flags.
+/// Otherwise a fused epilogue's GELU is another ISA's (e.g. without FMA) and equals the unfused op only to rounding.
+bool epilogue_isa_is_ours() {
+#if defined(SIMMIM_EXTERN_KERNELS)
+    return std::string(kernels::dispatch::active().gemm_path) == kernels::gemm_float_path;
+#else
+    return true;
+#endif
+}
+
+/// Bitwise equal when the epilogue runs this build's ISA (epilogue_isa_is_ours), else within what the two GELUs'
+/// documented error allows: both erfs are within 5e-7 of the exact one (kernels/simd.hpp, with and without FMA), so
+/// act and gelu' of |x| <= 4 differ by at most ~2e-6; 4e-6 relative to max(1, |value|) bounds that.
+template <class T>
+bool epilogue_equal(const std::vector<T>& a, const std::vector<T>& b) {
+    if (std::is_same_v<T, double> || epilogue_isa_is_ours()) return bitwise_equal(a, b);
+    for (std::size_t i = 0; i < a.size(); ++i)
+        if (!(std::fabs(a[i] - b[i]) <= T(4e-6) * std::max(T(1), std::fabs(b[i])))) return false;
+    return a.size() == b.size();
+}
+
 /// Runs f with `threads` OpenMP threads (when OpenMP is on), restoring the previous setting.
 template <class F>
 void with_threads(int threads, F&& f) {
@@ -442,7 +464,8 @@ TEMPLATE_TEST_CASE("bias_gelu_forward equals linear bias add then gelu_forward",
 }
 
 /// The fused MLP ops (the GEMM epilogues) against their unfused composition, in FP32 and (when the CPU has it)
-/// bf16 matmul precision: forward bit for bit, backward equal up to the sign of zeros. Sizes span register-tile
+/// bf16 matmul precision: forward bit for bit, backward equal up to the sign of zeros (within rounding when the
+/// run-time dispatch runs the epilogue for another ISA than this test's, epilogue_isa_is_ours). Sizes span register-tile
 /// edges (rows 1, 8, 9, 131; widths 1, 47, 48, 49, 200) and the products of 131 rows run on several threads.
 template <class T>
 void check_fused_mlp_ops() {
@@ -459,14 +482,15 @@ void check_fused_mlp_ops() {
             ops::bias_gelu_forward(act_ref.data(), pre_ref.data(), pre_ref.data(), b1.data(), M, F);
             ops::linear_bias_gelu_forward(act.data(), pre.data(), in.data(), w1.data(), b1.data(), M, K, F);
             CHECK(bitwise_equal(pre, pre_ref));
-            CHECK(bitwise_equal(act, act_ref));
+            CHECK(epilogue_equal(act, act_ref));
             // backward of fc2 and the GELU: d_act = dout W2, d_pre = 0 + d_act gelu'(pre); fc2's gradients
             std::vector<T> d_act(M * F), d_pre_ref(M * F, T(0)), dw_ref(D * F, T(0.5)), db_ref(D, T(0.25));
             ops::linear_backward(d_act.data(), dw_ref.data(), db_ref.data(), dout.data(), act.data(), w2.data(), M, F, D, T(0));
             ops::gelu_backward(d_pre_ref.data(), d_act.data(), pre.data(), M * F);
             std::vector<T> d_pre(M * F, std::numeric_limits<T>::quiet_NaN()), dw(D * F, T(0.5)), db(D, T(0.25));
             ops::linear_backward_gelu(d_pre.data(), dw.data(), db.data(), dout.data(), act.data(), pre.data(), w2.data(), M, F, D);
-            CHECK(d_pre == d_pre_ref);  // == : a zero may differ in sign (0 + -0 against -0)
+            // == : a zero may differ in sign (0 + -0 against -0)
+            CHECK((epilogue_isa_is_ours() || std::is_same_v<T, double> ? d_pre == d_pre_ref : epilogue_equal(d_pre, d_pre_ref)));
             CHECK(bitwise_equal(dw, dw_ref));
             CHECK(bitwise_equal(db, db_ref));
         }

@@ -2,12 +2,13 @@
 // the compiled kernels library simmim::kernels (CMake; it defines SIMMIM_EXTERN_KERNELS for them).
 //
 // simmim::kernels compiles the float GEMM (kernels/gemm.hpp) and the fused and biased attention
-// (ops/attention_fused.hpp, ops/attention_bias.hpp) once per instruction set: "avx512" (AVX-512 F/BW/DQ/VL/CD with
+// (ops/attention_fused.hpp, ops/attention_bias.hpp) and the GELU epilogues of the fused MLP (ops/fused.hpp) once
+// per instruction set: "avx512" (AVX-512 F/BW/DQ/VL/CD with
 // AVX2, FMA) and "avx2" (AVX2 + FMA) on x86-64 with GCC or Clang, and "baseline" (the library's own flags, e.g.
 // SSE2 by default; the only level elsewhere, and the double-precision kernels of every level). At the first kernel call it picks the
 // best one the CPU supports, capped by the environment variable SIMMIM_ISA (avx512, avx2 or baseline; CI runs the
 // kernel tests once per level). Each level's results are bit-identical to a header-only build compiled for that
-// level. The element-wise ops (LayerNorm, GELU, AdamW, ...) are not dispatched: they keep the program's flags.
+// level. The other element-wise ops (LayerNorm, AdamW, ...) are not dispatched: they keep the program's flags.
 // A header-only program (no simmim::kernels) compiles every kernel for its own flags; kernels::kernel_path()
 // (kernels/gemm.hpp) says which case a program is in.
 #pragma once
@@ -30,6 +31,9 @@ struct Kernels {
     void (*attention_bias_forward)(T*, T*, const T*, const T*, int, int, int, int, const T*, int);
     void (*attention_bias_backward)(T*, T*, const T*, const T*, const T*, const T*, const T*, int, int, int, int,
                                     const T*, int);
+    // the GELU epilogues of the fused MLP (ops/fused.hpp, ops::gelu_rows)
+    void (*bias_gelu_tile)(T*, std::ptrdiff_t, T*, std::ptrdiff_t, const T*, std::ptrdiff_t, std::ptrdiff_t);
+    void (*gelu_backward_tile)(T*, std::ptrdiff_t, const T*, std::ptrdiff_t, std::ptrdiff_t, std::ptrdiff_t);
 };
 
 /// The kernels of one instruction set.

@@ -9,7 +9,10 @@
 
 #include <cmath>
 #include <cstddef>
+#include <type_traits>
 
+#include "simmim/kernels/dispatch.hpp"
+#include "simmim/kernels/isa.hpp"
 #include "simmim/kernels/simd.hpp"
 #include "simmim/ops/gelu.hpp"
 #include "simmim/ops/layernorm.hpp"
@@ -17,7 +20,10 @@
 
 namespace simmim::ops {
 
-namespace detail {
+// The GELU rows of the fused MLP epilogues, in the ISA namespace (kernels/isa.hpp): with simmim::kernels linked,
+// the float epilogues run the copies compiled for the instruction set chosen at run time (kernels/dispatch.hpp).
+SIMMIM_ISA_BEGIN
+namespace gelu_rows {
 /// One row of bias_gelu_forward: pre[i] = in[i] + bias[i], act[i] = gelu(pre[i]), i < n (pre may be in).
 template <class T>
 void bias_gelu_row(T* act, T* pre, const T* in, const T* bias, std::ptrdiff_t n) {
@@ -75,6 +81,22 @@ void gelu_backward_row(T* d, const T* dact, const T* pre, std::ptrdiff_t n) {
     }
 }
 
+/// bias_gelu_row over a tile: row r of act (row stride ld_act) and c (ldc, pre-activation in, pre out).
+template <class T>
+void bias_gelu_tile(T* act, std::ptrdiff_t ld_act, T* c, std::ptrdiff_t ldc, const T* bias, std::ptrdiff_t rows,
+                    std::ptrdiff_t cols) {
+    for (std::ptrdiff_t r = 0; r < rows; ++r) bias_gelu_row(act + r * ld_act, c + r * ldc, c + r * ldc, bias, cols);
+}
+
+/// gelu_backward_row over a tile, in place in c (row stride ldc), pre with row stride ld_pre.
+template <class T>
+void gelu_backward_tile(T* c, std::ptrdiff_t ldc, const T* pre, std::ptrdiff_t ld_pre, std::ptrdiff_t rows, std::ptrdiff_t cols) {
+    for (std::ptrdiff_t r = 0; r < rows; ++r) gelu_backward_row(c + r * ldc, c + r * ldc, pre + r * ld_pre, cols);
+}
+}  // namespace gelu_rows
+SIMMIM_ISA_END
+
+namespace detail {
 template <class T>
 struct BiasGeluEpilogue {
     const T* bias;
@@ -83,8 +105,14 @@ struct BiasGeluEpilogue {
     static void apply(const void* self, T* c, std::ptrdiff_t ldc, std::ptrdiff_t row, std::ptrdiff_t col,
                       std::ptrdiff_t rows, std::ptrdiff_t cols) {
         const auto& e = *static_cast<const BiasGeluEpilogue*>(self);
-        for (std::ptrdiff_t r = 0; r < rows; ++r)
-            bias_gelu_row(e.act + (row + r) * e.ld_act + col, c + r * ldc, c + r * ldc, e.bias + col, cols);
+        T* act = e.act + row * e.ld_act + col;
+#if defined(SIMMIM_EXTERN_KERNELS) && !defined(SIMMIM_BUILDING_KERNELS)
+        if constexpr (std::is_same_v<T, float>) {
+            kernels::dispatch::kernels<float>().bias_gelu_tile(act, e.ld_act, c, ldc, e.bias + col, rows, cols);
+            return;
+        }
+#endif
+        gelu_rows::bias_gelu_tile<T>(act, e.ld_act, c, ldc, e.bias + col, rows, cols);
     }
 };
 
@@ -95,7 +123,14 @@ struct GeluBackwardEpilogue {
     static void apply(const void* self, T* c, std::ptrdiff_t ldc, std::ptrdiff_t row, std::ptrdiff_t col,
                       std::ptrdiff_t rows, std::ptrdiff_t cols) {
         const auto& e = *static_cast<const GeluBackwardEpilogue*>(self);
-        for (std::ptrdiff_t r = 0; r < rows; ++r) gelu_backward_row(c + r * ldc, c + r * ldc, e.pre + (row + r) * e.ld_pre + col, cols);
+        const T* pre = e.pre + row * e.ld_pre + col;
+#if defined(SIMMIM_EXTERN_KERNELS) && !defined(SIMMIM_BUILDING_KERNELS)
+        if constexpr (std::is_same_v<T, float>) {
+            kernels::dispatch::kernels<float>().gelu_backward_tile(c, ldc, pre, e.ld_pre, rows, cols);
+            return;
+        }
+#endif
+        gelu_rows::gelu_backward_tile<T>(c, ldc, pre, e.ld_pre, rows, cols);
     }
 };
 }  // namespace detail
@@ -107,7 +142,7 @@ struct GeluBackwardEpilogue {
 template <class T>
 void bias_gelu_forward(T* act, T* pre, const T* in_no_bias, const T* bias, std::ptrdiff_t M, std::ptrdiff_t F) {
 #pragma omp parallel for schedule(static) if (M * F >= kernels::kParallelMinWork)
-    for (std::ptrdiff_t r = 0; r < M; ++r) detail::bias_gelu_row(act + r * F, pre + r * F, in_no_bias + r * F, bias, F);
+    for (std::ptrdiff_t r = 0; r < M; ++r) gelu_rows::bias_gelu_row(act + r * F, pre + r * F, in_no_bias + r * F, bias, F);
 }
 
 /// The first layer of an MLP, fused: pre (M, F) = in (M, K) weight (F, K)^T + bias (F), act (M, F) = gelu(pre).
