@@ -10,16 +10,8 @@
 #if !defined(__AVX2__) || !defined(__FMA__) || defined(__AVX512F__)
 #error "src/isa_avx2.cpp must be compiled with -mavx2 -mfma (and without AVX-512)"
 #endif
-#define xsimd simmim_xsimd_avx2
-#include <xsimd/xsimd.hpp>
-
-#include "simmim/kernels/gemm.hpp"
-#include "simmim/ops/attention_bias.hpp"
-#include "simmim/ops/attention_fused.hpp"
-#include "simmim/ops/fused.hpp"
-#undef xsimd
-
-namespace simmim::kernels::dispatch::detail {
-const Table avx2_table = SIMMIM_KERNELS_TABLE("avx2");
-}  // namespace simmim::kernels::dispatch::detail
+#define SIMMIM_ISA_XSIMD simmim_xsimd_avx2
+#define SIMMIM_ISA_TABLE avx2_table
+#define SIMMIM_ISA_NAME "avx2"
+#include "isa_kernels.inc"
 #endif

@@ -10,16 +10,8 @@
 #if !defined(__AVX512F__) || !defined(__AVX512BW__) || !defined(__AVX512DQ__) || !defined(__AVX512VL__) || !defined(__FMA__)
 #error "src/isa_avx512.cpp must be compiled with -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512cd -mavx2 -mfma"
 #endif
-#define xsimd simmim_xsimd_avx512
-#include <xsimd/xsimd.hpp>
-
-#include "simmim/kernels/gemm.hpp"
-#include "simmim/ops/attention_bias.hpp"
-#include "simmim/ops/attention_fused.hpp"
-#include "simmim/ops/fused.hpp"
-#undef xsimd
-
-namespace simmim::kernels::dispatch::detail {
-const Table avx512_table = SIMMIM_KERNELS_TABLE("avx512");
-}  // namespace simmim::kernels::dispatch::detail
+#define SIMMIM_ISA_XSIMD simmim_xsimd_avx512
+#define SIMMIM_ISA_TABLE avx512_table
+#define SIMMIM_ISA_NAME "avx512"
+#include "isa_kernels.inc"
 #endif
