@@ -12,7 +12,11 @@ import re, subprocess, sys
 # kernels/gemm_bf16.hpp: compiled with target attributes in every translation unit alike, run only after a CPUID check
 OWN = ("isa_avx512bw", "isa_fma3_avx2", "simmim_xsimd_", "dispatch::detail::avx", "kernels::detail::bf16::")
 bad = 0
-for obj in sys.argv[1:]:
+# CTest passes $<TARGET_OBJECTS:...> as one ;-separated argument
+objects = [o for arg in sys.argv[1:] for o in arg.split(";") if o]
+if not objects:
+    sys.exit("check-isa-objects.py: no object files given")
+for obj in objects:
     nm = subprocess.run(["nm", "--defined-only", obj], capture_output=True, text=True, check=True).stdout
     shared = {l.split()[2] for l in nm.splitlines() if len(l.split()) == 3 and l.split()[1] in "TWVuiB"}
     dis = subprocess.run(["objdump", "-d", "--no-show-raw-insn", obj], capture_output=True, text=True, check=True).stdout
