@@ -1,6 +1,11 @@
 // src/dispatch.cpp: the run-time choice of simmim::kernels (kernels/dispatch.hpp). Compiled with the library's
 // baseline flags: it holds the baseline kernels and the float and double instantiations of the public entry points
 // (kernels::gemm, ops::attention_*_fused, ops::attention_bias_*), which call the chosen table.
+// Eigen and xsimd get names of their own in this object (as in src/isa_*.cpp): the library is compiled with other
+// flags than its users (-march, Eigen's alignment), and a template instantiation shared with a user's translation
+// unit could mix the two (seen: Eigen's AVX-512 double packing writing into this object's 16-byte-aligned blocks).
+#define Eigen simmim_eigen_baseline
+#define xsimd simmim_xsimd_baseline
 #define SIMMIM_EXTERN_KERNELS 1
 #define SIMMIM_BUILDING_KERNELS 1
 #define SIMMIM_KERNELS_DISPATCHER 1

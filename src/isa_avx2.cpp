@@ -11,6 +11,7 @@
 #error "src/isa_avx2.cpp must be compiled with -mavx2 -mfma (and without AVX-512)"
 #endif
 #define SIMMIM_ISA_XSIMD simmim_xsimd_avx2
+#define SIMMIM_ISA_EIGEN simmim_eigen_avx2
 #define SIMMIM_ISA_TABLE avx2_table
 #define SIMMIM_ISA_NAME "avx2"
 #include "isa_kernels.inc"

@@ -11,6 +11,7 @@
 #error "src/isa_avx512.cpp must be compiled with -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512cd -mavx2 -mfma"
 #endif
 #define SIMMIM_ISA_XSIMD simmim_xsimd_avx512
+#define SIMMIM_ISA_EIGEN simmim_eigen_avx512
 #define SIMMIM_ISA_TABLE avx512_table
 #define SIMMIM_ISA_NAME "avx512"
 #include "isa_kernels.inc"

@@ -3,8 +3,9 @@
 // src/isa_avx2.cpp and src/isa_avx512.cpp are compiled with -mavx2 -mfma ... / -mavx512f ... (CMakeLists.txt). A
 // function the linker deduplicates (an inline function, a template instantiation) compiled there could replace the
 // baseline copy of another object and crash a CPU without that ISA; so everything they instantiate has names of
-// its own: the kernels live in their ISA namespace (kernels/isa.hpp: isa_fma3_avx2, isa_avx512bw), xsimd is renamed
-// by a macro (simmim_xsimd_avx2, simmim_xsimd_avx512), double precision (Eigen) is left to the baseline, and the
+// its own: the kernels live in their ISA namespace (kernels/isa.hpp: isa_fma3_avx2, isa_avx512bw), xsimd and Eigen
+// are renamed by a macro (simmim_xsimd_avx2, simmim_eigen_avx512, ...; src/dispatch.cpp does the same for the
+// baseline), double precision (Eigen) is left to the baseline, and the
 // argument checks (std::string code) run in the public entry points of src/dispatch.cpp. A CTest test
 // (isa.object_symbols, scripts/check-isa-objects.py) checks the objects for any other shared function with
 // instructions beyond the baseline.

@@ -1,6 +1,8 @@
 // simmim/kernels/gemm.hpp: C = alpha * op(A) * op(B) + beta * C on row-major matrices.
 //
-// float: a packed GotoBLAS/BLIS-structured kernel chosen at compile time from the consumer's flags:
+// float: a packed GotoBLAS/BLIS-structured kernel chosen from the ISA macros of the translation unit compiling it
+// (header-only: the consumer's flags; with simmim::kernels linked, at run time among the levels of
+// kernels/dispatch.hpp, each compiled for its ISA):
 //   AVX-512F        8 x 48 register tile (24 zmm accumulators), A micro-panel broadcast, B loaded
 //   AVX2 + FMA      6 x 16 register tile (12 ymm accumulators)
 //   otherwise, or with SIMMIM_NO_SIMD defined: Eigen maps (also the path for double).

@@ -20,7 +20,8 @@
 // Parallelism: one OpenMP `parallel for` over the B*H heads; each head runs single-threaded in
 // per-thread scratch, which lives in a buffer cached per calling thread (grown when needed, never
 // shrunk, freed at thread exit), so repeated calls do not allocate.
-// SIMD: xsimd at the ISA the consumer compiles for (-march=...), plus an AVX-512 16 x 16 transpose
+// SIMD: xsimd at the ISA the consumer compiles for (-march=...; with simmim::kernels linked, the ISA chosen at run
+// time, kernels/dispatch.hpp), plus an AVX-512 16 x 16 transpose
 // for packing K^T / V^T (float). Defining SIMMIM_NO_SIMD, or compiling for a target xsimd does not
 // support, selects a scalar path with the same tiling (define it identically in every translation
 // unit of a program, like -march itself). Dh = 32 and Dh = 64 have compile-time kernels that read
