@@ -75,7 +75,7 @@ TEST_CASE("dispatch::select switches the level and refuses unknown ones", "[disp
     for (const std::string& level : dispatch::available()) {
         dispatch::select(level);
         CHECK(std::string(dispatch::active().name) == level);
-        CHECK(std::string(dispatch::kernels<float>().gemm == dispatch::active().f32.gemm ? "same" : "other") == "same");
+        CHECK(&dispatch::kernels<float>() == &dispatch::active().f32);
     }
     CHECK_THROWS_WITH(dispatch::select("avx1024"), Catch::Contains("no level avx1024") && Catch::Contains("baseline"));
 }
