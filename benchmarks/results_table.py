@@ -5,7 +5,7 @@ Reads OUT/<model>/<run>/result.json (a run is finished only when that file exist
 atomically after the program exited 0) and prints one markdown table: per model, protocol, label fraction
 and init, the seeds, top-1 per seed, mean, min/max, and the gap pretrained - random; unfinished runs are
 shown as pending (with their last finished epoch when they are under way). Then the compute per stage
-(core-hours = wall time x threads) and the plot of test top-1 against label fraction (pretrained and
+(core-hours = wall time x the run's threads, from its result.json; --threads for older results) and the plot of test top-1 against label fraction (pretrained and
 random init, fine-tuning lines and linear-probe markers, one colour per model).
 
 Usage: results_table.py OUT [--png docs/img/results_label_fraction.png] [--summaries FILE.jsonl]
@@ -97,7 +97,8 @@ for model in present:
                     accs.append(top1)
                     notes.append(fmt(top1))
                     stage = f"{proto} {frac_label[frac]}"
-                    compute[(model, stage)] = compute.get((model, stage), 0.0) + r.get("wall_s", 0.0)
+                    wall, core = compute.get((model, stage), (0.0, 0.0))
+                    compute[(model, stage)] = (wall + r.get("wall_s", 0.0), core + r.get("wall_s", 0.0) * r.get("threads", a.threads))
                     s_out = {k: v for k, v in r.items() if k != "curve"}
                     if r.get("curve"):
                         s_out["final"] = r["curve"][-1]
@@ -120,16 +121,17 @@ for model in present:
         with open(os.path.join(root, "pretrain", "metrics.jsonl")) as f:
             rows = [json.loads(l) for l in f if l.strip()]
         ips = statistics.median(r["images_per_s"] for r in rows if r.get("images_per_s"))  # median: a checkpoint step is slow
-        compute[(model, "SimMIM pretraining")] = (pre["last"]["step"] + 1) * 128 / ips
+        wall = (pre["last"]["step"] + 1) * 128 / ips
+        compute[(model, "SimMIM pretraining")] = (wall, wall * pre.get("threads", a.threads))
 
 print()
 print("| model | stage (finished runs) | wall time (h) | core-hours |")
 print("|---|---|---:|---:|")
-total = 0.0
-for (model, stage), secs in compute.items():
-    total += secs
-    print(f"| {model} | {stage} | {secs / 3600:.2f} | {secs * a.threads / 3600:.2f} |")
-print(f"| | total | {total / 3600:.2f} | {total * a.threads / 3600:.2f} |")
+total = [0.0, 0.0]
+for (model, stage), (wall, core) in compute.items():
+    total = [total[0] + wall, total[1] + core]
+    print(f"| {model} | {stage} | {wall / 3600:.2f} | {core / 3600:.2f} |")
+print(f"| | total (runs in turn; the two lanes overlap) | {total[0] / 3600:.2f} | {total[1] / 3600:.2f} |")
 
 if a.summaries:
     os.makedirs(os.path.dirname(a.summaries) or ".", exist_ok=True)
