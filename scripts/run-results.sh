@@ -16,7 +16,7 @@
 # Lanes: with LANES=2 (the default), once the pretraining has finished, the downstream stages run in two lanes of
 # THREADS/2 threads each: the full-label fine-tuning (f100) in one, the probe and the label-scarce runs
 # (lp f1 f10) in the other. They write to different run directories; on 2 cores, two 1-thread runs get more done
-# than one 2-thread run of this small model. The defaults fit one working session: ~2.5 h on an idle 2-core
+# than one 2-thread run of this small model. The defaults fit one working session: 2.1 h measured on an idle 2-core
 # machine (docs/results.md, "Compute").
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -31,7 +31,7 @@ FULL_SEEDS=${FULL_SEEDS:-"1"}   # fine-tuning on all labels
 LANES=${LANES:-2}               # 1: the stages in turn, THREADS threads each; 2: see the header
 PRE_EPOCHS=${PRE_EPOCHS:-30}    # 30 x 468 steps of 128 = 1.8M images, ~50 min at 450-740 img/s (idle, 2 threads)
 PRE_STEPS=${PRE_STEPS:-0}       # >0: --steps instead of --epochs (smoke tests)
-PRE_SAVE=${PRE_SAVE:-468}       # pretraining checkpoint every N steps (one epoch of batch 128, ~2.4 min)
+PRE_SAVE=${PRE_SAVE:-468}       # pretraining checkpoint every N steps (one epoch of batch 128, ~1.6 min)
 PRE_LR=${PRE_LR:-2e-3}          # per batch 512
 F1_EPOCHS=${F1_EPOCHS:-50};   F1_BATCH=${F1_BATCH:-32}     # 1%: 600 images, 18 steps/epoch, 900 steps
 F1_EVAL=${F1_EVAL:-10}          # evaluate (the full 10k test split) every N epochs and after the last: at 1% an
