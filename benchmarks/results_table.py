@@ -2,13 +2,14 @@
 """Tabulate and plot the runs of scripts/run-results.sh (issue 16, docs/results.md).
 
 Reads OUT/<model>/<run>/result.json (a run is finished only when that file exists; the script writes it
-atomically after the program exited 0) and prints one markdown table: per model, protocol, label fraction
+atomically after the program exited 0), or the runs of a summaries file written by --summaries (SOURCE ending in
+.jsonl: the committed results of an earlier session), and prints one markdown table: per model, protocol, label fraction
 and init, the seeds, top-1 per seed, mean, min/max, and the gap pretrained - random; unfinished runs are
 shown as pending (with their last finished epoch when they are under way). Then the compute per stage
 (core-hours = wall time x the run's threads, from its result.json; --threads for older results) and the plot of test top-1 against label fraction (pretrained and
 random init, fine-tuning lines and linear-probe markers, one colour per model).
 
-Usage: results_table.py OUT [--png docs/img/results_label_fraction.png] [--summaries FILE.jsonl]
+Usage: results_table.py SOURCE [SOURCE...] [--png docs/img/results_label_fraction.png] [--summaries FILE.jsonl]
                             [--seeds 1,2,3] [--full-seeds 1] [--threads 2] [--models vit-m4-32-c1,swin-d32-c1]
 --summaries writes one JSON line per finished run (its summary without the per-epoch curve, plus the
 final metrics row): the small text file committed under benchmarks/results/.
@@ -16,7 +17,7 @@ final metrics row): the small text file committed under benchmarks/results/.
 import argparse, json, os, statistics
 
 ap = argparse.ArgumentParser()
-ap.add_argument("out")
+ap.add_argument("sources", nargs="+", metavar="SOURCE", help="an OUT directory of run-results.sh or a summaries .jsonl")
 ap.add_argument("--png", default=None)
 ap.add_argument("--summaries", default=None)
 ap.add_argument("--seeds", default="1,2,3")
@@ -70,29 +71,59 @@ def run_state(d):
     return None, None, "running"
 
 
+# the finished runs of the summaries files: (model, run) -> summary; directories are read where they are used
+from_jsonl, dirs = {}, []
+for src in a.sources:
+    if src.endswith(".jsonl"):
+        with open(src) as f:
+            for line in f:
+                if line.strip():
+                    r = json.loads(line)
+                    from_jsonl[(r["model"], r["run"])] = r
+    else:
+        dirs.append(src)
+
+
+def run_dir(model, run):
+    """the run's directory in the first OUT that has it (else in the first OUT, or None)"""
+    for d in dirs:
+        if os.path.isdir(os.path.join(d, model, run)):
+            return os.path.join(d, model, run)
+    return os.path.join(dirs[0], model, run) if dirs else None
+
+
+def result(model, run):
+    """(top-1 or None, result or None, note for a pending run); a summaries file's run counts as finished"""
+    if (model, run) in from_jsonl:
+        r = from_jsonl[(model, run)]
+        return r.get("test_top1"), r, ""
+    d = run_dir(model, run)
+    return run_state(d) if d else (None, None, "pending")
+
+
 fmt = lambda x: f"{100 * x:.2f}"
-present = [m for m in models if os.path.isdir(os.path.join(a.out, m))] or models[:1]
+present = [m for m in models if any(k[0] == m for k in from_jsonl) or any(os.path.isdir(os.path.join(d, m)) for d in dirs)] or models[:1]
 summaries, compute, plot = [], {}, {}
 print("| model | protocol | labels | init | seeds done | top-1 per seed (%) | mean (%) | min / max (%) | gap pre - rand (mean, points) |")
 print("|---|---|---|---|---|---|---|---|---|")
 for model in present:
-    root = os.path.join(a.out, model)
-    pre = load(os.path.join(root, "pretrain", "result.json"))
+    pre_dir = run_dir(model, "pretrain")
+    pre = from_jsonl.get((model, "pretrain")) or (load(os.path.join(pre_dir, "result.json")) if pre_dir else None)
     if pre is None:
-        row = last_row(os.path.join(root, "pretrain", "metrics.jsonl"))
+        row = last_row(os.path.join(pre_dir, "metrics.jsonl")) if pre_dir else None
         note = f"running: step {row['step'] + 1}, loss {row['loss']:.4f}" if row else "pending"
         print(f"| {model} | SimMIM pretraining | - | - | - | {note} | | | |")
     else:
         last = pre["last"]
         print(f"| {model} | SimMIM pretraining | - | - | 1 | final masked L1 loss {last['loss']:.4f} (step {last['step'] + 1}) | | | |")
-        summaries.append({"model": model, "run": "pretrain", **pre})
+        summaries.append({**pre, "model": model, "run": "pretrain"})
     for proto, frac, ss in cells:
         means = {}
         for init in ["pretrained", "random"]:
             accs, notes = [], []
             for s in ss:
-                d = os.path.join(root, f"{prefix[proto]}_f{frac}_{init}_s{s}")
-                top1, r, note = run_state(d)
+                run = f"{prefix[proto]}_f{frac}_{init}_s{s}"
+                top1, r, note = result(model, run)
                 if r is not None:
                     accs.append(top1)
                     notes.append(fmt(top1))
@@ -102,7 +133,7 @@ for model in present:
                     s_out = {k: v for k, v in r.items() if k != "curve"}
                     if r.get("curve"):
                         s_out["final"] = r["curve"][-1]
-                    summaries.append({"run": os.path.basename(d), **s_out})
+                    summaries.append({**s_out, "model": model, "run": run})
                 else:
                     notes.append(f"s{s} {note}")
             if accs:
@@ -116,13 +147,16 @@ for model in present:
             what = "linear probe (block 4, avg pool)" if proto == "linprobe" and model.startswith("vit") else "linear probe" if proto == "linprobe" else "fine-tune"
             print(f"| {model} | {what} | {frac_label[frac]} | {init} | {len(accs)}/{len(ss)} | {', '.join(notes)} | {mean} | {mm} | {gap} |")
     if pre is not None:
-        # pretraining's wall time from its speed: steps x batch / images_per_s of the logged rows
-        rows = []
-        with open(os.path.join(root, "pretrain", "metrics.jsonl")) as f:
-            rows = [json.loads(l) for l in f if l.strip()]
-        ips = statistics.median(r["images_per_s"] for r in rows if r.get("images_per_s"))  # median: a checkpoint step is slow
-        wall = (pre["last"]["step"] + 1) * 128 / ips
-        compute[(model, "SimMIM pretraining")] = (wall, wall * pre.get("threads", a.threads))
+        # pretraining's wall time from its speed: steps x batch / median images_per_s of the logged rows (a
+        # checkpoint step is slow); kept in the summary as wall_s, for the tables made from a summaries file
+        wall = pre.get("wall_s")
+        if wall is None and pre_dir and os.path.isfile(os.path.join(pre_dir, "metrics.jsonl")):
+            with open(os.path.join(pre_dir, "metrics.jsonl")) as f:
+                rows = [json.loads(l) for l in f if l.strip()]
+            wall = (pre["last"]["step"] + 1) * 128 / statistics.median(r["images_per_s"] for r in rows if r.get("images_per_s"))
+        if wall is not None:
+            summaries[-1]["wall_s"] = wall
+            compute[(model, "SimMIM pretraining")] = (wall, wall * pre.get("threads", a.threads))
 
 print()
 print("| model | stage (finished runs) | wall time (h) | core-hours |")

@@ -3,14 +3,16 @@
 # 2,000 training and 200 test images of the Debian Fashion-MNIST, two seeds, two lanes (seconds per run):
 #  1. every run of the protocol finishes and publishes a result.json: the pretraining, 2 seeds x 2 inits of the
 #     linear probe and of the 1% and 10% fine-tuning, 1 seed x 2 inits of the full-label fine-tuning (15);
-#     each parses, with a top-1 in [0, 1] and its thread count (2 for the pretraining, 1 per lane after it);
+#     each parses, with a top-1 in [0, 1] and its thread count (1: each lane has one of the two threads);
 #  2. the pretrained runs start from the pretraining's checkpoint and the random ones from nothing; the 1% and
 #     10% subsets hold max(1, round(f n_c)) images per class, and the two seeds of a fraction the same number;
-#  3. the two lanes ran side by side (f100 started before the lp/f1/f10 lane finished);
+#  3. the two lanes share the queue: the random-init runs start while the pretraining runs, and every pretrained
+#     run starts after it has finished;
 #  4. a rerun does nothing: every run is skipped;
 #  5. a finished run whose result.json is removed is resumed from its last checkpoint (nothing retrained) and
 #     publishes the same top-1;
-#  6. a failing run stops the script with a non-zero exit, and bad LANES / STAGES values are usage errors (2).
+#  6. a failing run stops the script with a non-zero exit, and bad LANES / STAGES values are usage errors (2);
+#  7. a Swin preset gets stage f's budget: bf16 matmuls, layer decay 0.9 for the pretrained init.
 # Usage: results_pipeline.sh <build dir> <source dir>
 set -u
 build=${1:?build dir}
@@ -49,7 +51,7 @@ extra = sorted(set(os.listdir(m)) - set(runs))
 if extra:
     errors.append(f"unexpected run directories {extra}")
 for r, j in res.items():
-    want = 2 if r == "pretrain" else 1
+    want = 1
     if j.get("threads") != want:
         errors.append(f"{r}: threads {j.get('threads')}, expected {want}")
     if r != "pretrain" and not 0.0 <= j.get("test_top1", -1) <= 1.0:
@@ -74,12 +76,15 @@ print("\n".join(errors) if errors else "all 15 results as expected")
 sys.exit(1 if errors else 0)
 EOF
 if [ $? = 0 ]; then ok "$(cat "$tmp/check.txt")"; else bad "results: $(cat "$tmp/check.txt")"; fi
-grep -q "two lanes of 1 threads: \[lp f1 f10\] and \[f100\]" "$tmp/run1.log" || bad "no two-lane line in the log"
-# lane 2 (f100) starts right after the pretraining, before lane 1's last run starts
-first_f100=$(grep -n "finetune $m/ft_f1_pretrained_s1, 1 threads" "$tmp/run1.log" | cut -d: -f1)
-last_lane1=$(grep -n "finetune $m/ft_f0.1_random_s2, 1 threads" "$tmp/run1.log" | cut -d: -f1)
-if [ -n "$first_f100" ] && [ -n "$last_lane1" ] && [ "$first_f100" -lt "$last_lane1" ]; then
-    ok "the f100 lane ran beside the lp/f1/f10 lane"; else bad "the lanes did not overlap (lines $first_f100, $last_lane1)"; fi
+grep -q "two lanes of 1 threads" "$tmp/run1.log" || bad "no two-lane line in the log"
+# the other lane's first run (f100, random init) starts before the pretraining is done; no pretrained run does
+pre_done=$(grep -n "pretrain $m/pretrain done" "$tmp/run1.log" | cut -d: -f1)
+first_random=$(grep -n "finetune $m/ft_f1_random_s1, 1 threads" "$tmp/run1.log" | cut -d: -f1)
+first_pretrained=$(grep -nE "(finetune|linprobe) $m/[a-z_0-9.]*_pretrained_s[0-9], " "$tmp/run1.log" | head -1 | cut -d: -f1)
+if [ -n "$pre_done" ] && [ -n "$first_random" ] && [ -n "$first_pretrained" ] && [ "$first_random" -lt "$pre_done" ] &&
+    [ "$first_pretrained" -gt "$pre_done" ]; then
+    ok "a random-init run ran beside the pretraining, the pretrained runs after it (log lines $first_random < $pre_done < $first_pretrained)"
+else bad "lanes: random f100 at line $first_random, pretraining done at $pre_done, first pretrained run at $first_pretrained"; fi
 
 # 4. a rerun skips everything
 "${toy[@]}" bash "$run" "$tmp/out" > "$tmp/run2.log" 2>&1 || bad "the rerun failed"
@@ -110,6 +115,38 @@ for bad_env in "LANES=3" "STAGES=pre,lp"; do
     [ "$rc" = 2 ] && [ ! -e "$tmp/usage/vit-m4-32-c1/pretrain" ] && ok "$bad_env: usage error (exit 2: $(head -1 "$tmp/usage.log"))" ||
         bad "$bad_env: exit $rc, $(head -2 "$tmp/usage.log")"
 done
+
+# 7. stage f's budget for a Swin preset: bf16 matmuls in every run, the Swin-B fine-tuning layer decay (0.9)
+if grep -qw avx512_bf16 /proc/cpuinfo; then
+    env BUILD="$build" MODEL=swin-tiny-test THREADS=2 SEEDS=1 FULL_SEEDS=1 PRE_STEPS=10 PRE_SAVE=10 MAX_TRAIN=1000 MAX_TEST=100 \
+        F1_EPOCHS=1 F1_BATCH=8 F1_EVAL=1 F10_EPOCHS=1 F10_BATCH=16 F10_EVAL=1 F100_EPOCHS=1 F100_BATCH=64 F100_EVAL=1 \
+        LP_EPOCHS=1 bash "$run" "$tmp/swin" > "$tmp/swin.log" 2>&1 || bad "the Swin toy protocol failed: $(tail -3 "$tmp/swin.log")"
+    /usr/bin/python3 - "$tmp/swin/swin-tiny-test" > "$tmp/swin.txt" 2>&1 <<'EOF2'
+import json, os, sys
+m = sys.argv[1]
+errors = []
+runs = sorted(d for d in os.listdir(m) if os.path.isfile(os.path.join(m, d, "result.json")))
+if len(runs) != 9:
+    errors.append(f"{len(runs)} finished runs, expected 9: {runs}")
+for r in runs:
+    j = json.load(open(os.path.join(m, r, "result.json")))
+    if j.get("precision") != "bf16":
+        errors.append(f"{r}: precision {j.get('precision')}")
+    if r.startswith("ft_"):
+        want = 0.9 if "pretrained" in r else 1.0
+        if j["config"]["layer_decay"] != want:
+            errors.append(f"{r}: layer decay {j['config']['layer_decay']}, expected {want}")
+    if r == "ft_f1_random_s1" and j["epochs"] != 1:
+        errors.append(f"{r}: {j['epochs']} epochs")
+print("\n".join(errors) if errors else f"{len(runs)} Swin runs, all bf16, layer decay 0.9 (pretrained) / 1.0 (random)")
+sys.exit(1 if errors else 0)
+EOF2
+    if [ $? = 0 ]; then ok "$(cat "$tmp/swin.txt")"; else bad "Swin budget: $(cat "$tmp/swin.txt")"; fi
+    grep -qF "swin-tiny-test: 9 runs, 2 lane(s); bf16 matmuls, pretraining 10 steps, full-label fine-tuning 1 epochs, pretrained init --base-lr 1.25e-3 --layer-decay 0.9" "$tmp/swin.log" ||
+        bad "the Swin budget line: $(grep 'swin-tiny-test: ' "$tmp/swin.log" | head -1)"
+else
+    echo "skip: the Swin budget (bf16) needs AVX512-BF16, which this CPU lacks"
+fi
 
 echo "results_pipeline: $passed passed, $failed failed"
 [ "$failed" = 0 ]
