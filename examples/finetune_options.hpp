@@ -26,6 +26,7 @@ struct Options {
     double base_lr = 0, warmup_epochs = -1, warmup_lr = 2.5e-7, min_lr = 2.5e-7, weight_decay = 0.05, layer_decay = 0.65,
            label_smoothing = 0.1, clip = 5.0;
     double label_fraction = 1.0;   // train on a class-balanced fraction of the labelled images (data/subset.hpp)
+    double val_fraction = 0.0;     // >0: hold out this class-balanced fraction of the training images and evaluate on it
     // the fine-tuning augmentation (data/augment.hpp, data/mixup.hpp) and regularisation; -1: the preset's default
     int crop_padding = -1;         // RandomCrop padding in pixels; default image_size / 8 (4 at 32 px)
     double hflip = 0.5, random_erase = 0.25, mixup = 0.0, cutmix = 0.0, mix_prob = 1.0, mix_switch = 0.5;
@@ -33,7 +34,7 @@ struct Options {
     std::string resume;            // continue from this fine-tuning checkpoint
     std::int64_t stop_after = 0;   // stop (with a checkpoint) after N steps of this invocation
     int eval_every = 1;            // evaluate on the test split every N epochs and after the last one
-    std::uint64_t seed = 0, label_seed = 0;
+    std::uint64_t seed = 0, label_seed = 0, val_seed = 0;
     std::int64_t log_every = 50, max_train = 0, max_test = 0;
     bool strict_images = false;  // a damaged or unreadable file in an image folder is an error, not skipped
     std::vector<std::string> finetune_only;  // the options given that only --mode finetune uses (validate())
@@ -82,6 +83,11 @@ inline Parsed<Options> parse(int argc, const char* const* argv) {
                    "Train on this class-balanced fraction of the labelled training images (e.g. 0.1, 0.01), drawn by --label-seed")
         ->check(in_range<double>(0, 1, "(]"))->capture_default_str();
     app.add_option("--label-seed", o.label_seed, "Seed of the --label-fraction subset (fixed apart from --seed)")->capture_default_str();
+    app.add_option("--val-fraction", o.val_fraction,
+                   "Hold out this class-balanced fraction of the training images (drawn by --val-seed, before --label-fraction) and "
+                   "evaluate on it instead of the test split (for choosing hyper-parameters without looking at the test split)")
+        ->check(in_range<double>(0, 1, "[)"))->capture_default_str();
+    app.add_option("--val-seed", o.val_seed, "Seed of the --val-fraction subset")->capture_default_str();
     app.add_option("--seed", o.seed, "Seed of head init, data order and augmentation")->capture_default_str();
     app.add_option("--threads", o.threads, "OpenMP threads (default: all cores)")->check(at_least<int>(0));
     app.add_option("--precision", o.precision,
@@ -90,7 +96,7 @@ inline Parsed<Options> parse(int argc, const char* const* argv) {
     app.add_option("--out", o.out, "Output directory")->capture_default_str();
     app.add_option("--log-every", o.log_every, "Progress line every N steps when not on a terminal")->check(at_least<i64>(1))->capture_default_str();
     app.add_option("--max-train", o.max_train, "Use only the first N training images (quick runs)")->check(at_least<i64>(0));
-    app.add_option("--max-test", o.max_test, "Evaluate on the first N test images only")->check(at_least<i64>(0));
+    app.add_option("--max-test", o.max_test, "Evaluate on the first N test (or --val-fraction validation) images only")->check(at_least<i64>(0));
     std::vector<CLI::Option*> finetune_only;
     finetune_only.push_back(app.add_option("--crop-padding", o.crop_padding,
                                            "Random crop with this many pixels of zero padding per side (0: no crop; default image size / 8, 4 at 32 px)")
@@ -110,7 +116,7 @@ inline Parsed<Options> parse(int argc, const char* const* argv) {
                                 ->check(CLI::ExistingFile));
     finetune_only.push_back(app.add_option("--stop-after", o.stop_after, "Stop (saving a checkpoint) after N steps of this invocation, as if interrupted")
                                 ->check(at_least<i64>(0)));
-    finetune_only.push_back(app.add_option("--eval-every", o.eval_every, "Evaluate on the test split every N epochs and after the last one (metrics rows of other epochs have no test_top1)")
+    finetune_only.push_back(app.add_option("--eval-every", o.eval_every, "Evaluate on the test split (or the --val-fraction validation images) every N epochs and after the last one (metrics rows of other epochs have no test_top1 / val_top1)")
                                 ->check(at_least<int>(1))->capture_default_str());
     app.add_flag("--strict-images", o.strict_images, "An image folder's unreadable or damaged (cut short, corrupt) files are an error (exit 1) instead of being skipped and listed");
     return parse_options(app, argc, argv, o, [&](const Options& parsed) {

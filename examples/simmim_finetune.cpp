@@ -95,10 +95,26 @@ struct EpochLog {
     }
 };
 
+/// The key of a run's top-1 in metrics.jsonl and summary.json: "val_top1" when it evaluates on images held out of the
+/// training split (--val-fraction), "test_top1" when on the test split.
+const char* top1_key(const Options& o) { return o.val_fraction > 0 ? "val_top1" : "test_top1"; }
+/// The evaluated split as printed: "validation" or "test".
+const char* eval_name(const Options& o) { return o.val_fraction > 0 ? "validation" : "test"; }
+
+/// The summary's record of what was evaluated (and, with --val-fraction, which images were held out).
+nlohmann::json eval_record(const Options& o) {
+    nlohmann::json r{{"eval_split", o.val_fraction > 0 ? "validation" : "test"}};
+    if (o.val_fraction > 0) {
+        r["val_fraction"] = o.val_fraction;
+        r["val_seed"] = o.val_seed;
+    }
+    return r;
+}
+
 /// The configuration a resumed fine-tuning run must share with its checkpoint (everything that changes results).
 nlohmann::json finetune_config(const Options& o, std::size_t n_train, std::size_t n_test, std::int64_t total, std::int64_t warmup, double base_lr,
                                int crop_padding, double drop_path) {
-    return nlohmann::json{{"data", o.data},
+    nlohmann::json c{{"data", o.data},
                           {"model", o.model},
                           {"init", o.init},
                           {"epochs", o.epochs},
@@ -125,6 +141,8 @@ nlohmann::json finetune_config(const Options& o, std::size_t n_train, std::size_
                           {"mix_switch", o.mix_switch},
                           {"drop_path", drop_path},
                           {"seed", o.seed}};
+    if (o.val_fraction > 0) c.update(eval_record(o));  // (only then: checkpoints of runs without it keep resuming)
+    return c;
 }
 
 std::atomic<int> g_signal{0};
@@ -264,7 +282,7 @@ int finetune(const Options& o, const simmim::data::OpenedDataset& data, std::siz
     std::vector<float> dlogits(static_cast<std::size_t>(o.batch) * K), targets(static_cast<std::size_t>(o.batch) * K);
     double top1 = 0.0;  // the last evaluation's
     for (const auto& row : curve)
-        if (row.contains("test_top1")) top1 = row["test_top1"].get<double>();
+        if (row.contains(top1_key(o))) top1 = row[top1_key(o)].get<double>();
     double train_seconds = 0, lr = 0;  // of the current epoch in this invocation
     std::int64_t timed_images = 0;
     const std::int64_t stop_at = o.stop_after > 0 ? std::min(total, start + o.stop_after) : total;
@@ -309,13 +327,13 @@ int finetune(const Options& o, const simmim::data::OpenedDataset& data, std::siz
             const double ips = train_seconds > 0 ? double(timed_images) / train_seconds : 0.0;
             nlohmann::json row{{"epoch", epoch + 1}, {"step", step}, {"train_loss", loss_sum / double(spe)},
                                {"lr", lr}, {"images_per_s", ips}, {"elapsed_s", elapsed_before + seconds_since(t0)}};
-            if (evaluated) row["test_top1"] = top1;
+            if (evaluated) row[top1_key(o)] = top1;
             log.write(row);
             curve.push_back(row);
             progress.finish();
             if (evaluated)
-                std::printf("epoch %lld/%d: train loss %.4f, test top-1 %.2f%% (%zu images), %.1f img/s\n", static_cast<long long>(epoch + 1),
-                            o.epochs, loss_sum / double(spe), 100 * top1, n_test, ips);
+                std::printf("epoch %lld/%d: train loss %.4f, %s top-1 %.2f%% (%zu images), %.1f img/s\n", static_cast<long long>(epoch + 1),
+                            o.epochs, loss_sum / double(spe), eval_name(o), 100 * top1, n_test, ips);
             else
                 std::printf("epoch %lld/%d: train loss %.4f, %.1f img/s (next evaluation after epoch %lld)\n", static_cast<long long>(epoch + 1),
                             o.epochs, loss_sum / double(spe), ips,
@@ -340,11 +358,14 @@ int finetune(const Options& o, const simmim::data::OpenedDataset& data, std::siz
     io::export_params(weights, model->params());
     io::write_safetensors(fs::path(o.out) / "model.safetensors", weights);
     const double wall = elapsed_before + seconds_since(t0);
-    std::ofstream(fs::path(o.out) / "summary.json") << nlohmann::json{{"mode", "finetune"}, {"model", o.model}, {"init", o.init.empty() ? "random" : o.init},
-                                                                      {"epochs", o.epochs}, {"test_top1", top1}, {"wall_s", wall},
+    nlohmann::json summary{{"mode", "finetune"}, {"model", o.model}, {"init", o.init.empty() ? "random" : o.init},
+                                                                      {"epochs", o.epochs}, {top1_key(o), top1}, {"wall_s", wall},
                                                                       {"train_images", n_train}, {"label_fraction", o.label_fraction},
-                                                                      {"label_seed", o.label_seed}, {"config", config}, {"curve", curve}}.dump(2);
-    std::printf("done: test top-1 %.2f%%; wrote %s/{metrics.jsonl,summary.json,model.safetensors,checkpoint.safetensors}\n", 100 * top1, o.out.c_str());
+                                                                      {"label_seed", o.label_seed}, {"config", config}, {"curve", curve}};
+    summary.update(eval_record(o));
+    std::ofstream(fs::path(o.out) / "summary.json") << summary.dump(2);
+    std::printf("done: %s top-1 %.2f%%; wrote %s/{metrics.jsonl,summary.json,model.safetensors,checkpoint.safetensors}\n", eval_name(o), 100 * top1,
+                o.out.c_str());
     return 0;
 }
 
@@ -438,18 +459,20 @@ int linprobe(const Options& o, const simmim::data::OpenedDataset& data, std::siz
         int hits = 0;
         ops::cross_entropy_forward_backward<float>(nullptr, test_logits.data(), test_y.data(), static_cast<int>(n_test), K, 0.f, &hits);
         top1 = double(hits) / double(n_test);
-        const nlohmann::json row{{"epoch", epoch + 1}, {"train_loss", loss_sum / double(spe)}, {"test_top1", top1}, {"elapsed_s", seconds_since(t0)}};
+        const nlohmann::json row{{"epoch", epoch + 1}, {"train_loss", loss_sum / double(spe)}, {top1_key(o), top1}, {"elapsed_s", seconds_since(t0)}};
         log.write(row);
         curve.push_back(row);
-        std::printf("epoch %d/%d: train loss %.4f, test top-1 %.2f%%\n", epoch + 1, o.epochs, loss_sum / double(spe), 100 * top1);
+        std::printf("epoch %d/%d: train loss %.4f, %s top-1 %.2f%%\n", epoch + 1, o.epochs, loss_sum / double(spe), eval_name(o), 100 * top1);
     }
-    std::ofstream(fs::path(o.out) / "summary.json") << nlohmann::json{{"mode", "linprobe"}, {"model", o.model}, {"init", o.init.empty() ? "random" : o.init},
-                                                                      {"block", block}, {"epochs", o.epochs}, {"test_top1", top1},
+    nlohmann::json summary{{"mode", "linprobe"}, {"model", o.model}, {"init", o.init.empty() ? "random" : o.init},
+                                                                      {"block", block}, {"epochs", o.epochs}, {top1_key(o), top1},
                                                                       {"wall_s", seconds_since(t0)}, {"train_images", n_train},
                                                                       {"label_fraction", o.label_fraction}, {"label_seed", o.label_seed},
-                                                                      {"curve", curve}}.dump(2);
-    std::printf("done: linear probe of %s, test top-1 %.2f%%; wrote %s/{metrics.jsonl,summary.json}\n",
-                by_block ? ("block " + std::to_string(block)).c_str() : "the final features", 100 * top1, o.out.c_str());
+                                                                      {"curve", curve}};
+    summary.update(eval_record(o));
+    std::ofstream(fs::path(o.out) / "summary.json") << summary.dump(2);
+    std::printf("done: linear probe of %s, %s top-1 %.2f%%; wrote %s/{metrics.jsonl,summary.json}\n",
+                by_block ? ("block " + std::to_string(block)).c_str() : "the final features", eval_name(o), 100 * top1, o.out.c_str());
     return 0;
 }
 
@@ -463,6 +486,20 @@ int with_data(const Options& o, F&& f) {
     examples::report_image_scan(data, o.data, o.strict_images);
     const int K = data.train->num_classes();
     std::size_t n_train = o.max_train > 0 ? std::min<std::size_t>(o.max_train, data.train->size()) : data.train->size();
+    if (o.val_fraction > 0) {  // a validation split: class-balanced images of the (first n_train) training images, held out
+        auto held = data::class_balanced_subset(*data.train, n_train, o.val_fraction, derive_seed(o.val_seed, 0x56414cu));
+        auto rest = data::complement_indices(held, n_train);
+        if (rest.empty()) throw UsageError("--val-fraction leaves no training images");
+        char fraction[32];
+        std::snprintf(fraction, sizeof fraction, "%g", o.val_fraction);
+        const std::size_t n_val = held.size();
+        data.eval = std::make_shared<data::SubsetDataset>(data.train, std::move(held),
+                                                          "validation: a class-balanced " + std::string(fraction) + " held out (val seed " +
+                                                              std::to_string(o.val_seed) + ", " + std::to_string(n_val) + " images)");
+        data.train = std::make_shared<data::SubsetDataset>(data.train, std::move(rest), "without the validation images");
+        n_train = data.train->size();
+        std::printf("simmim_finetune: evaluating on %s, not on the test split\n", data.eval->description().c_str());
+    }
     if (o.label_fraction < 1.0) {  // the label-scarce evaluations: a class-balanced subset of the (first n_train) images
         auto indices = data::class_balanced_subset(*data.train, n_train, o.label_fraction, o.label_seed);
         char fraction[32];
@@ -474,9 +511,9 @@ int with_data(const Options& o, F&& f) {
     }
     const std::size_t n_test = o.max_test > 0 ? std::min<std::size_t>(o.max_test, data.eval->size()) : data.eval->size();
     if (n_train < static_cast<std::size_t>(o.batch)) throw UsageError("--batch is larger than the training set");
-    std::printf("simmim_finetune: %s %s of %s (%s) on %s: %zu train / %zu test images, %d classes, %d threads, %s\n", o.mode.c_str(),
+    std::printf("simmim_finetune: %s %s of %s (%s) on %s: %zu train / %zu %s images, %d classes, %d threads, %s\n", o.mode.c_str(),
                 o.model.c_str(), o.init.empty() ? "a random encoder" : o.init.c_str(), o.init.empty() ? "random init" : "pretrained",
-                data.train->description().c_str(), n_train, n_test, K, omp_get_max_threads(), simmim::examples::precision_description().c_str());
+                data.train->description().c_str(), n_train, n_test, o.val_fraction > 0 ? "validation" : "test", K, omp_get_max_threads(), simmim::examples::precision_description().c_str());
     if (K != 10 && K != 100) throw UsageError("the dataset has " + std::to_string(K) + " classes; simmim_finetune is built for 10 or 100");
     return f(data, K, n_train, n_test);
 }

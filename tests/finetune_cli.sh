@@ -122,6 +122,37 @@ got=$(grep -o '"train_images": *[0-9]*' "$tmp/lf1/summary.json" 2>/dev/null | he
 [ -n "$expected" ] && [ "$got" = "$expected" ] && grep -q "class-balanced 0.1 of the labels (label seed 3, $expected images)" "$tmp/lf1.log" &&
     ok "finetune --label-fraction 0.1 trains on $got class-balanced images of 2000" || bad "--label-fraction 0.1: $got images, expected $expected"
 
+# 5b. --val-fraction: a class-balanced 10% of the first 2000 training images is held out and evaluated on (the test split
+#     is not); the training images are the other 90%, and --label-fraction then draws from those (closed-form counts)
+read -r n_val n_rest n_lf <<< "$(python3 - <<'EOF'
+import collections, gzip
+labels = gzip.open("/usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz").read()[8:8 + 2000]
+counts = collections.Counter(labels)
+val = {c: max(1, int(0.1 * n + 0.5)) for c, n in counts.items()}
+print(sum(val.values()), 2000 - sum(val.values()), sum(max(1, int(0.5 * (n - val[c]) + 0.5)) for c, n in counts.items()))
+EOF
+)"
+for mode in finetune linprobe; do
+    "$ft" --mode $mode --model vit-tiny-test --epochs 1 --max-train 2000 --batch 8 --val-fraction 0.1 --val-seed 2 --seed 1 --threads 1 \
+        --out "$tmp/val_$mode" > "$tmp/val_$mode.log" 2>&1
+    if /usr/bin/python3 - "$tmp/val_$mode/summary.json" "$n_rest" <<'EOF' && grep -q "validation: a class-balanced 0.1 held out (val seed 2, $n_val images)" "$tmp/val_$mode.log" &&
+import json, sys
+s = json.load(open(sys.argv[1]))
+assert s["eval_split"] == "validation" and s["val_fraction"] == 0.1 and s["val_seed"] == 2, s
+assert "test_top1" not in s and 0 <= s["val_top1"] <= 1, s
+assert s["train_images"] == int(sys.argv[2]), (s["train_images"], sys.argv[2])
+assert all("test_top1" not in r for r in s["curve"]) and "val_top1" in s["curve"][-1]
+EOF
+        grep -q "$n_rest train / $n_val validation images" "$tmp/val_$mode.log"; then
+        ok "$mode --val-fraction 0.1: evaluates on $n_val held-out training images, trains on the other $n_rest"
+    else bad "$mode --val-fraction 0.1 ($n_val / $n_rest expected): $(grep -E 'validation|rror' "$tmp/val_$mode.log" | head -3)"; fi
+done
+"$ft" --model vit-tiny-test --epochs 1 --max-train 2000 --batch 8 --val-fraction 0.1 --val-seed 2 --label-fraction 0.5 --label-seed 1 --seed 1 \
+    --threads 1 --out "$tmp/val_lf" > "$tmp/val_lf.log" 2>&1
+got=$(grep -o '"train_images": *[0-9]*' "$tmp/val_lf/summary.json" 2>/dev/null | head -1 | grep -o '[0-9]*$')
+[ -n "$n_lf" ] && [ "$got" = "$n_lf" ] && ok "--label-fraction 0.5 after --val-fraction 0.1 draws $got images from the $n_rest left" ||
+    bad "--val-fraction with --label-fraction: $got training images, expected $n_lf"
+
 # 6. usage errors: exit 2, one line
 expect_usage() {  # expect_usage "<description>" "<text in the message>" args...
     local what=$1 text=$2; shift 2
@@ -133,6 +164,7 @@ expect_usage() {  # expect_usage "<description>" "<text in the message>" args...
 expect_usage "--resume with another --batch" "'batch' checkpoint 16, this run 8" --epochs 2 --threads 2 "${common[@]/16/8}" --out "$tmp/part" --resume "$tmp/part/checkpoint.safetensors"
 expect_usage "--mixup with --mode linprobe" "--mixup is an option of --mode finetune" --mode linprobe --model vit-tiny-test --epochs 1 --mixup 0.8 --out "$tmp/u"
 expect_usage "--hflip out of range" "--hflip: must be a finite number in [0, 1]" --model vit-tiny-test --epochs 1 --hflip 2 --out "$tmp/u"
+expect_usage "--val-fraction 1" "--val-fraction: must be a finite number in [0, 1)" --model vit-tiny-test --epochs 1 --val-fraction 1 --out "$tmp/u"
 expect_usage "--drop-path 1" "--drop-path: must be a finite number in [0, 1)" --model vit-tiny-test --epochs 1 --drop-path 1 --out "$tmp/u"
 
 echo "finetune_cli: $passed passed, $failed failed"

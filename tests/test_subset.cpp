@@ -2,6 +2,7 @@
 // max(1, round(f * n_c)) counted independently here, labels, order, determinism, uniformity over seeds, errors.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <map>
@@ -119,4 +120,24 @@ TEST_CASE("SubsetDataset maps its indices, and bad fractions, unlabeled sets and
     CHECK_THROWS_AS(simmim::data::class_balanced_subset(unlabeled, 10, 0.5, 0), DataError);
     const LabelledDataset bad_label(std::vector<int>{0, 1, 7}, 2);
     CHECK_THROWS_WITH(simmim::data::class_balanced_subset(bad_label, 3, 0.5, 0), Catch::Contains("image 2 has label 7"));
+}
+
+TEST_CASE("complement_indices: a held-out validation subset and the training images left partition [0, n)", "[data][subset]") {
+    const LabelledDataset d(uneven_labels(), 5);
+    const std::size_t n = 400;  // the first 400 images only, as with --max-train
+    const auto held = simmim::data::class_balanced_subset(d, n, 0.1, 11);
+    const auto rest = simmim::data::complement_indices(held, n);
+    CHECK(held.size() + rest.size() == n);
+    std::vector<int> seen(n, 0);  // every index exactly once, in one of the two
+    for (const std::size_t i : held) ++seen[i];
+    for (const std::size_t i : rest) ++seen[i];
+    CHECK(std::count(seen.begin(), seen.end(), 1) == static_cast<std::ptrdiff_t>(n));
+    CHECK(std::is_sorted(rest.begin(), rest.end()));
+    // by hand on a small case
+    CHECK(simmim::data::complement_indices({1, 3}, 5) == std::vector<std::size_t>{0, 2, 4});
+    CHECK(simmim::data::complement_indices({}, 3) == std::vector<std::size_t>{0, 1, 2});
+    CHECK(simmim::data::complement_indices({0, 1, 2}, 3).empty());
+    CHECK_THROWS_AS(simmim::data::complement_indices({3, 1}, 5), std::invalid_argument);  // not ascending
+    CHECK_THROWS_AS(simmim::data::complement_indices({1, 1}, 5), std::invalid_argument);  // repeated
+    CHECK_THROWS_AS(simmim::data::complement_indices({5}, 5), std::invalid_argument);     // out of range
 }

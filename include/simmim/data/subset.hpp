@@ -77,4 +77,21 @@ inline std::vector<std::size_t> class_balanced_subset(const Dataset& d, std::siz
     return chosen;
 }
 
+/// The indices (ascending) of [0, n) that are not in `taken` (ascending, as class_balanced_subset returns them): the
+/// training images left when a class-balanced validation subset is held out. std::invalid_argument when `taken` is not
+/// strictly ascending or holds an index >= n.
+inline std::vector<std::size_t> complement_indices(const std::vector<std::size_t>& taken, std::size_t n) {
+    for (std::size_t i = 0; i < taken.size(); ++i)
+        if (taken[i] >= n || (i > 0 && taken[i] <= taken[i - 1]))
+            throw std::invalid_argument("complement_indices: the indices must be strictly ascending and below " + std::to_string(n));
+    std::vector<std::size_t> rest;
+    rest.reserve(n - taken.size());
+    std::size_t j = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+        if (j < taken.size() && taken[j] == i) ++j;
+        else rest.push_back(i);
+    }
+    return rest;
+}
+
 }  // namespace simmim::data
