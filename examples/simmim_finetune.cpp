@@ -100,10 +100,16 @@ struct EpochLog {
 const char* top1_key(const Options& o) { return o.val_fraction > 0 ? "val_top1" : "test_top1"; }
 /// The evaluated split as printed: "validation" or "test".
 const char* eval_name(const Options& o) { return o.val_fraction > 0 ? "validation" : "test"; }
+/// A fraction as the run's descriptions print it (%g: 0.1, 0.01).
+std::string fraction_text(double f) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%g", f);
+    return text;
+}
 
 /// The summary's record of what was evaluated (and, with --val-fraction, which images were held out).
 nlohmann::json eval_record(const Options& o) {
-    nlohmann::json r{{"eval_split", o.val_fraction > 0 ? "validation" : "test"}};
+    nlohmann::json r{{"eval_split", eval_name(o)}};
     if (o.val_fraction > 0) {
         r["val_fraction"] = o.val_fraction;
         r["val_seed"] = o.val_seed;
@@ -115,31 +121,31 @@ nlohmann::json eval_record(const Options& o) {
 nlohmann::json finetune_config(const Options& o, std::size_t n_train, std::size_t n_test, std::int64_t total, std::int64_t warmup, double base_lr,
                                int crop_padding, double drop_path) {
     nlohmann::json c{{"data", o.data},
-                          {"model", o.model},
-                          {"init", o.init},
-                          {"epochs", o.epochs},
-                          {"batch", o.batch},
-                          {"total_steps", total},
-                          {"warmup_steps", warmup},
-                          {"base_lr", base_lr},
-                          {"warmup_lr", o.warmup_lr},
-                          {"min_lr", o.min_lr},
-                          {"weight_decay", o.weight_decay},
-                          {"layer_decay", o.layer_decay},
-                          {"label_smoothing", o.label_smoothing},
-                          {"clip_grad", o.clip},
-                          {"train_images", n_train},
-                          {"test_images", n_test},
-                          {"label_fraction", o.label_fraction},
-                          {"label_seed", o.label_seed},
-                          {"crop_padding", crop_padding},
-                          {"hflip", o.hflip},
-                          {"random_erase", o.random_erase},
-                          {"mixup", o.mixup},
-                          {"cutmix", o.cutmix},
-                          {"mix_prob", o.mix_prob},
-                          {"mix_switch", o.mix_switch},
-                          {"drop_path", drop_path},
+                     {"model", o.model},
+                     {"init", o.init},
+                     {"epochs", o.epochs},
+                     {"batch", o.batch},
+                     {"total_steps", total},
+                     {"warmup_steps", warmup},
+                     {"base_lr", base_lr},
+                     {"warmup_lr", o.warmup_lr},
+                     {"min_lr", o.min_lr},
+                     {"weight_decay", o.weight_decay},
+                     {"layer_decay", o.layer_decay},
+                     {"label_smoothing", o.label_smoothing},
+                     {"clip_grad", o.clip},
+                     {"train_images", n_train},
+                     {"test_images", n_test},
+                     {"label_fraction", o.label_fraction},
+                     {"label_seed", o.label_seed},
+                     {"crop_padding", crop_padding},
+                     {"hflip", o.hflip},
+                     {"random_erase", o.random_erase},
+                     {"mixup", o.mixup},
+                     {"cutmix", o.cutmix},
+                     {"mix_prob", o.mix_prob},
+                     {"mix_switch", o.mix_switch},
+                     {"drop_path", drop_path},
                           {"seed", o.seed}};
     if (o.val_fraction > 0) c.update(eval_record(o));  // (only then: checkpoints of runs without it keep resuming)
     return c;
@@ -359,9 +365,9 @@ int finetune(const Options& o, const simmim::data::OpenedDataset& data, std::siz
     io::write_safetensors(fs::path(o.out) / "model.safetensors", weights);
     const double wall = elapsed_before + seconds_since(t0);
     nlohmann::json summary{{"mode", "finetune"}, {"model", o.model}, {"init", o.init.empty() ? "random" : o.init},
-                                                                      {"epochs", o.epochs}, {top1_key(o), top1}, {"wall_s", wall},
-                                                                      {"train_images", n_train}, {"label_fraction", o.label_fraction},
-                                                                      {"label_seed", o.label_seed}, {"config", config}, {"curve", curve}};
+                           {"epochs", o.epochs}, {top1_key(o), top1}, {"wall_s", wall},
+                           {"train_images", n_train}, {"label_fraction", o.label_fraction},
+                           {"label_seed", o.label_seed}, {"config", config}, {"curve", curve}};
     summary.update(eval_record(o));
     std::ofstream(fs::path(o.out) / "summary.json") << summary.dump(2);
     std::printf("done: %s top-1 %.2f%%; wrote %s/{metrics.jsonl,summary.json,model.safetensors,checkpoint.safetensors}\n", eval_name(o), 100 * top1,
@@ -465,10 +471,10 @@ int linprobe(const Options& o, const simmim::data::OpenedDataset& data, std::siz
         std::printf("epoch %d/%d: train loss %.4f, %s top-1 %.2f%%\n", epoch + 1, o.epochs, loss_sum / double(spe), eval_name(o), 100 * top1);
     }
     nlohmann::json summary{{"mode", "linprobe"}, {"model", o.model}, {"init", o.init.empty() ? "random" : o.init},
-                                                                      {"block", block}, {"epochs", o.epochs}, {top1_key(o), top1},
-                                                                      {"wall_s", seconds_since(t0)}, {"train_images", n_train},
-                                                                      {"label_fraction", o.label_fraction}, {"label_seed", o.label_seed},
-                                                                      {"curve", curve}};
+                           {"block", block}, {"epochs", o.epochs}, {top1_key(o), top1},
+                           {"wall_s", seconds_since(t0)}, {"train_images", n_train},
+                           {"label_fraction", o.label_fraction}, {"label_seed", o.label_seed},
+                           {"curve", curve}};
     summary.update(eval_record(o));
     std::ofstream(fs::path(o.out) / "summary.json") << summary.dump(2);
     std::printf("done: linear probe of %s, %s top-1 %.2f%%; wrote %s/{metrics.jsonl,summary.json}\n",
@@ -490,11 +496,9 @@ int with_data(const Options& o, F&& f) {
         auto held = data::class_balanced_subset(*data.train, n_train, o.val_fraction, derive_seed(o.val_seed, 0x56414cu));
         auto rest = data::complement_indices(held, n_train);
         if (rest.empty()) throw UsageError("--val-fraction leaves no training images");
-        char fraction[32];
-        std::snprintf(fraction, sizeof fraction, "%g", o.val_fraction);
         const std::size_t n_val = held.size();
         data.eval = std::make_shared<data::SubsetDataset>(data.train, std::move(held),
-                                                          "validation: a class-balanced " + std::string(fraction) + " held out (val seed " +
+                                                          "validation: a class-balanced " + fraction_text(o.val_fraction) + " held out (val seed " +
                                                               std::to_string(o.val_seed) + ", " + std::to_string(n_val) + " images)");
         data.train = std::make_shared<data::SubsetDataset>(data.train, std::move(rest), "without the validation images");
         n_train = data.train->size();
@@ -502,9 +506,7 @@ int with_data(const Options& o, F&& f) {
     }
     if (o.label_fraction < 1.0) {  // the label-scarce evaluations: a class-balanced subset of the (first n_train) images
         auto indices = data::class_balanced_subset(*data.train, n_train, o.label_fraction, o.label_seed);
-        char fraction[32];
-        std::snprintf(fraction, sizeof fraction, "%g", o.label_fraction);
-        const std::string what = "a class-balanced " + std::string(fraction) + " of the labels (label seed " +
+        const std::string what = "a class-balanced " + fraction_text(o.label_fraction) + " of the labels (label seed " +
                                  std::to_string(o.label_seed) + ", " + std::to_string(indices.size()) + " images)";
         data.train = std::make_shared<data::SubsetDataset>(data.train, std::move(indices), what);
         n_train = data.train->size();
@@ -513,7 +515,7 @@ int with_data(const Options& o, F&& f) {
     if (n_train < static_cast<std::size_t>(o.batch)) throw UsageError("--batch is larger than the training set");
     std::printf("simmim_finetune: %s %s of %s (%s) on %s: %zu train / %zu %s images, %d classes, %d threads, %s\n", o.mode.c_str(),
                 o.model.c_str(), o.init.empty() ? "a random encoder" : o.init.c_str(), o.init.empty() ? "random init" : "pretrained",
-                data.train->description().c_str(), n_train, n_test, o.val_fraction > 0 ? "validation" : "test", K, omp_get_max_threads(), simmim::examples::precision_description().c_str());
+                data.train->description().c_str(), n_train, n_test, eval_name(o), K, omp_get_max_threads(), simmim::examples::precision_description().c_str());
     if (K != 10 && K != 100) throw UsageError("the dataset has " + std::to_string(K) + " classes; simmim_finetune is built for 10 or 100");
     return f(data, K, n_train, n_test);
 }
