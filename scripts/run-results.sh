@@ -72,7 +72,7 @@ json.dump(r, open(sys.argv[3], "w"), indent=2)' "$2" "$3" "$1/result.json.tmp" "
     sync "$1/result.json.tmp" && mv -f "$1/result.json.tmp" "$1/result.json"
 }
 
-# pretrain DIR MODEL
+# pretrain DIR MODEL THREADS
 pretrain() {
     local dir=$1 model=$2 threads=$3
     if [ -f "$dir/result.json" ]; then log "skip $dir (finished)"; return; fi
